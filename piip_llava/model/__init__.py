@@ -1,0 +1,1 @@
+"""Models: the PIIP vision tower (``piip_llava.model.vision``)."""

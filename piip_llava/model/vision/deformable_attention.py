@@ -1,0 +1,176 @@
+"""Single-level deformable cross-attention (spec ``piip.md`` §2.5), in plain PyTorch.
+
+Deformable-DETR's PyTorch reference samples each point with ``grid_sample`` into a ``(B·heads, C, Nq, P)``
+tensor, multiplies by the attention weights and sums over points. Here the four bilinear corner weights of
+every point are folded into its attention weight, and one ``F.embedding_bag(mode="sum")`` gathers and sums
+the ``4·P`` value rows per (query, head) without materialising the sampled tensor or transposing the values.
+The sampling math (locations, corner weights, the weighted sum) runs in fp32 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def deformable_sample(
+    value: torch.Tensor,
+    spatial_shape: tuple[int, int],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Bilinearly sample ``value`` at the given locations and sum with the attention weights.
+
+    Equivalent to ``grid_sample(value, 2·loc − 1, mode="bilinear", padding_mode="zeros", align_corners=False)``
+    followed by a weighted sum over the points.
+
+    Args:
+        value: ``(B, Nk, heads, C)`` values on the key grid, row-major over ``spatial_shape``.
+        spatial_shape: ``(Hk, Wk)`` of the key grid.
+        sampling_locations: ``(B, Nq, heads, P, 2)`` normalised ``(x, y)`` in ``[0, 1]`` (pixel-centre convention).
+        attention_weights: ``(B, Nq, heads, P)``.
+
+    Returns:
+        ``(B, Nq, heads·C)`` in fp32.
+    """
+    batch, num_keys, num_heads, head_dim = value.shape
+    height, width = spatial_shape
+    num_queries, num_points = sampling_locations.shape[1], sampling_locations.shape[3]
+    if num_keys != height * width:
+        raise ValueError(f"value has {num_keys} keys but spatial_shape {spatial_shape} has {height * width}")
+    locations = sampling_locations.float()
+    # Pixel coordinates, clamped one pixel outside the map: a corner outside the map gets weight 0, so
+    # clamping farther points does not change the result (grid_sample's zero padding).
+    x = (locations[..., 0] * width - 0.5).clamp(-1, width)  # (B, Nq, heads, P)
+    y = (locations[..., 1] * height - 0.5).clamp(-1, height)
+    x0, y0 = x.floor().clamp(max=width - 1), y.floor().clamp(max=height - 1)
+    fx, fy = x - x0, y - y0
+    attention = attention_weights.float()
+    # Each corner's weight and clamped column/row, as contiguous (B, Nq, heads, P) tensors: broadcasting
+    # over a small trailing corner axis is several times slower on CPU than four plain passes.
+    columns = ((x0, (1 - fx) * (x0 >= 0)), (x0 + 1, fx * (x0 + 1 <= width - 1)))
+    lines = ((y0, (1 - fy) * attention * (y0 >= 0)), (y0 + 1, fy * attention * (y0 + 1 <= height - 1)))
+    # value viewed as (B·Nk·heads, C): row of (batch, key, head) = (batch·Nk + key)·heads + head.
+    head_rows = torch.arange(num_heads, device=value.device).view(1, 1, num_heads, 1)
+    head_rows = head_rows + torch.arange(batch, device=value.device).view(batch, 1, 1, 1) * (num_keys * num_heads)
+    table = value.float().reshape(-1, head_dim)
+    output = None
+    for row, row_weight in lines:
+        row_start = row.clamp(0, height - 1) * width
+        for column, column_weight in columns:
+            keys = (row_start + column.clamp(0, width - 1)).long()
+            rows = (keys * num_heads + head_rows).view(-1, num_points)
+            corner = F.embedding_bag(
+                rows, table, per_sample_weights=(row_weight * column_weight).view(-1, num_points), mode="sum"
+            )  # (B·Nq·heads, C)
+            output = corner if output is None else output + corner
+    return output.view(batch, num_queries, num_heads * head_dim)
+
+
+def reference_points(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """Cell centres of an ``height×width`` grid as normalised ``(x, y)``, row-major: ``(H·W, 2)``."""
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=-1)
+
+
+class DeformableCrossAttention(nn.Module):
+    """MSDeformAttn with one feature level, a value-width ratio and a separate feature input width.
+
+    Args:
+        dim: query width (and output width).
+        num_heads: attention heads (16 in every released config).
+        num_points: sampling points per head (4).
+        value_ratio: value width as a fraction of ``dim`` (0.5).
+        feature_dim: width of the key/value input (defaults to ``dim``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 16,
+        num_points: int = 4,
+        value_ratio: float = 0.5,
+        feature_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        value_dim = int(dim * value_ratio)
+        if value_dim % num_heads:
+            raise ValueError(
+                f"value width {value_dim} (dim {dim} x ratio {value_ratio}) must divide by {num_heads} heads"
+            )
+        self.num_heads = num_heads
+        self.num_points = num_points
+        self.value_dim = value_dim
+        self.sampling_offsets = nn.Linear(dim, num_heads * num_points * 2)
+        self.attention_weights = nn.Linear(dim, num_heads * num_points)
+        self.value_proj = nn.Linear(feature_dim or dim, value_dim)
+        self.output_proj = nn.Linear(value_dim, dim)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Deformable-DETR init: zero offset weights with a radial bias pattern, uniform attention (§2.5)."""
+        nn.init.zeros_(self.sampling_offsets.weight)
+        angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+        directions = torch.stack([angles.cos(), angles.sin()], dim=-1)  # (heads, 2)
+        directions = directions / directions.abs().max(dim=-1, keepdim=True).values
+        scale = torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, -1, 1)
+        self.sampling_offsets.bias.copy_((directions[:, None, :] * scale).flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        query_reference: torch.Tensor,
+        features: torch.Tensor,
+        feature_shape: tuple[int, int],
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: ``(B, Nq, dim)``.
+            query_reference: ``(Nq, 2)`` normalised ``(x, y)`` reference point of each query.
+            features: ``(B, Hk·Wk, feature_dim)`` keys/values.
+            feature_shape: ``(Hk, Wk)``.
+
+        Returns:
+            ``(B, Nq, dim)`` in the query's dtype.
+        """
+        batch, num_queries, _ = query.shape
+        height, width = feature_shape
+        value = self.value_proj(features).view(batch, -1, self.num_heads, self.value_dim // self.num_heads)
+        offsets = self.sampling_offsets(query).view(batch, num_queries, self.num_heads, self.num_points, 2)
+        weights = self.attention_weights(query).view(batch, num_queries, self.num_heads, self.num_points)
+        weights = weights.float().softmax(dim=-1)
+        normaliser = torch.tensor([width, height], dtype=torch.float32, device=query.device)
+        locations = query_reference.float().view(1, num_queries, 1, 1, 2) + offsets.float() / normaliser
+        sampled = deformable_sample(value, feature_shape, locations, weights)  # (B, Nq, value_dim) fp32
+        return self.output_proj(sampled.to(query.dtype))
+
+
+def deformable_sample_reference(
+    value: torch.Tensor,
+    spatial_shape: tuple[int, int],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The textbook formulation (Deformable-DETR's PyTorch reference, one level), kept to verify and time
+    :func:`deformable_sample` against. Same arguments and result."""
+    batch, _, num_heads, head_dim = value.shape
+    height, width = spatial_shape
+    num_queries, num_points = sampling_locations.shape[1], sampling_locations.shape[3]
+    value_maps = value.flatten(2).transpose(1, 2).reshape(batch * num_heads, head_dim, height, width)
+    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)  # (B·heads, Nq, P, 2)
+    sampled = F.grid_sample(value_maps, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
+    weights = attention_weights.transpose(1, 2).reshape(batch * num_heads, 1, num_queries, num_points)
+    output = (sampled * weights).sum(-1).view(batch, num_heads * head_dim, num_queries)
+    return output.transpose(1, 2).contiguous()

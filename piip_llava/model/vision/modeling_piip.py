@@ -1,0 +1,109 @@
+"""The Parameter-Inverted Image Pyramid vision tower (spec ``piip.md`` §2.1–§2.6, §3.3).
+
+Branch 1 is the largest model at the lowest resolution. The input is the highest-resolution image; the
+other branches get a bilinear scale-factor resize of it (fp32). Blocks run group by group; after every group
+each adjacent pair of branches exchanges information, from the high-resolution end down (3 branches:
+(2↔3) then (1↔2) with the updated branch 2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .branches import BranchState, build_branch
+from .configuration_piip import PiipVisionConfig
+from .interaction import BidirectionalInteraction, reset_interaction_parameters
+
+
+class PiipVisionModel(nn.Module):
+    """PIIP tower: ``pixel_values (B, 3, S, S)`` at the last branch's size → one ``(B, D_j, H_j, W_j)`` per branch.
+
+    A one-branch config is a plain single-backbone tower with the same interface (the LLaVA-1.5 baseline).
+    """
+
+    def __init__(self, config: PiipVisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.branches = nn.ModuleList(build_branch(branch) for branch in config.branches)
+        update_kwargs = dict(
+            num_heads=config.deform_num_heads,
+            num_points=config.deform_num_points,
+            value_ratio=config.deform_ratio,
+            ffn_ratio=config.cffn_ratio,
+            drop_path_rate=config.interaction_drop_path_rate,
+            eps=config.interaction_layer_norm_eps,
+        )
+        # interactions[i][k] joins branch k and k+1 after block group i, with the widths of the blocks that
+        # end that group (ConvNeXt widths change from group to group).
+        dims = [branch.interaction_dims() for branch in config.branches]
+        self.interactions = nn.ModuleList(
+            nn.ModuleList(
+                BidirectionalInteraction(dims[k][i], dims[k + 1][i], **update_kwargs)
+                for k in range(len(config.branches) - 1)
+            )
+            for i in range(config.num_interactions)
+        )
+        reset_interaction_parameters(self.interactions)
+        self.gradient_checkpointing = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def build_pyramid(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """One image per branch: bilinear resize by scale factor ``S_j / S_last`` in fp32 (§2.1)."""
+        top_size = self.config.image_size
+        if pixel_values.shape[-1] != top_size or pixel_values.shape[-2] != top_size:
+            raise ValueError(
+                f"pixel_values must be (B, 3, {top_size}, {top_size}) for this tower, got {tuple(pixel_values.shape)}"
+            )
+        images = []
+        for branch in self.config.branches:
+            scale = branch.image_size / top_size
+            if scale < 1:
+                images.append(
+                    F.interpolate(pixel_values.float(), scale_factor=scale, mode="bilinear", align_corners=False)
+                )
+            else:
+                images.append(pixel_values)
+        return [image.to(self.dtype) for image in images]
+
+    def _run_group(self, index: int, states: list[BranchState]) -> list[BranchState]:
+        """Block group ``index`` of every branch, then the interaction after it."""
+        states = [
+            branch.run_blocks(state, *config.interaction_ranges[index])
+            for branch, config, state in zip(self.branches, self.config.branches, states)
+        ]
+        if index >= len(self.interactions):
+            return states
+        tokens = [branch.tokens(state) for branch, state in zip(self.branches, states)]
+        grids = [(state.height, state.width) for state in states]
+        for k in reversed(range(len(self.interactions[index]))):
+            tokens[k], tokens[k + 1] = self.interactions[index][k](tokens[k], grids[k], tokens[k + 1], grids[k + 1])
+        return [branch.with_tokens(state, t) for branch, state, t in zip(self.branches, states, tokens)]
+
+    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        images = self.build_pyramid(pixel_values)
+        states = [branch.embed(image) for branch, image in zip(self.branches, images)]
+        for index in range(len(self.config.branches[0].interaction_ranges)):
+            if self.gradient_checkpointing and self.training:
+                states = self._checkpointed_group(index, states)
+            else:
+                states = self._run_group(index, states)
+        return [branch.feature_map(state) for branch, state in zip(self.branches, states)]
+
+    def _checkpointed_group(self, index: int, states: list[BranchState]) -> list[BranchState]:
+        shapes = [(state.height, state.width) for state in states]
+
+        def run(*hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            inputs = [BranchState(h, *shape) for h, shape in zip(hidden, shapes)]
+            return tuple(state.hidden for state in self._run_group(index, inputs))
+
+        outputs = checkpoint(run, *(state.hidden for state in states), use_reentrant=False)
+        return [
+            BranchState(h, h.shape[2], h.shape[3]) if h.ndim == 4 else BranchState(h, *shapes[j])
+            for j, h in enumerate(outputs)
+        ]

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny towers built from the preset registry, deterministic seeds, no network."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+TINY_TOWERS = ["tiny-clip-2branch", "tiny-convnext-clip", "tiny-vit-3branch", "tiny-vit-4branch"]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def build_tiny_tower(name: str, dtype: torch.dtype = torch.float32):
+    """A random-weight tiny tower in eval mode (DropPath off)."""
+    from piip_llava.model.vision import PiipVisionModel, get_tower_config
+
+    return PiipVisionModel(get_tower_config(name)).to(dtype).eval()
+
+
+def randomize_gates(tower, scale: float = 0.5) -> None:
+    """Give every interaction gate non-zero values so interactions change the branches."""
+    with torch.no_grad():
+        for name, parameter in tower.interactions.named_parameters():
+            if name.endswith("_gate"):
+                parameter.uniform_(-scale, scale)
+
+
+def tower_input(tower, batch: int = 2) -> torch.Tensor:
+    size = tower.config.image_size
+    return torch.randn(batch, 3, size, size)
