@@ -53,9 +53,45 @@ def _run_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tower", required=True, help="tower preset name (see `piip-llava flops --list`)")
+    parser.add_argument(
+        "--branch-weights",
+        nargs="*",
+        default=[],
+        metavar="NAME=DIR",
+        help="local pretrained checkpoint per branch (HF save_pretrained dir or a timm ConvNeXt state dict)",
+    )
+    parser.add_argument("--output", required=True, help="directory to write config.json + model.safetensors to")
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from piip_llava.model.vision import PiipVisionModel, get_tower_config
+    from piip_llava.model.vision.weights import load_tower_weights, parse_branch_weights
+
+    logger = logging.getLogger("piip_llava.build")
+    try:
+        config = get_tower_config(args.tower)
+        branch_dirs = parse_branch_weights(args.branch_weights)
+        tower = PiipVisionModel(config)
+        load_tower_weights(tower, branch_dirs)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    random = [branch.name for branch in config.branches if branch.name not in branch_dirs]
+    if random:
+        logger.warning("branches with random weights (no --branch-weights given): %s", ", ".join(random))
+    tower.save_pretrained(args.output)
+    logger.info("saved tower %s to %s", args.tower, args.output)
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "flops": Command(
         "vision-tower FLOPs (MACs, as in the paper) and parameter counts of presets", _flops_arguments, _run_flops
+    ),
+    "build": Command(
+        "assemble a vision tower from a preset and local pretrained branch checkpoints", _build_arguments, _run_build
     ),
 }
 

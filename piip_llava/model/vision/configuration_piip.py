@@ -9,6 +9,7 @@ the tower.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,11 +71,16 @@ class BranchConfig:
             raise ValueError(f"branch '{self.name}': image_size {self.image_size} is not a multiple of {stride}")
 
     def hf_config(self) -> PreTrainedConfig:
-        """The ``transformers`` config of the backbone (attention defaults to ``sdpa``)."""
+        """A fresh ``transformers`` config of the backbone (attention defaults to ``sdpa``)."""
         config = BACKBONE_CONFIG_CLASSES[self.backbone_type](**self.backbone)
         if self.backbone_type != "convnext":
             config._attn_implementation = "sdpa"
         return config
+
+    @functools.cached_property
+    def _backbone_config(self) -> PreTrainedConfig:
+        # Read-only view for the derived properties below (building a config is slow).
+        return self.hf_config()
 
     @property
     def is_vit(self) -> bool:
@@ -83,29 +89,26 @@ class BranchConfig:
     @property
     def patch_size(self) -> int:
         """Stride of the patch embedding (ConvNeXt: its stem)."""
-        if self.backbone_type == "convnext":
-            return self.backbone.get("patch_size", 4)
-        return self.backbone.get("patch_size", BACKBONE_CONFIG_CLASSES[self.backbone_type]().patch_size)
+        return self._backbone_config.patch_size
 
     @property
     def num_blocks(self) -> int:
         if self.backbone_type == "convnext":
             depths = self.convnext_depths()
             return sum(depths) + len(depths) - 1
-        return self.backbone.get("num_hidden_layers", BACKBONE_CONFIG_CLASSES[self.backbone_type]().num_hidden_layers)
+        return self._backbone_config.num_hidden_layers
 
     def convnext_depths(self) -> list[int]:
-        return list(self.backbone.get("depths", ConvNextConfig().depths))
+        return list(self._backbone_config.depths)
 
     def convnext_dims(self) -> list[int]:
-        return list(self.backbone.get("hidden_sizes", ConvNextConfig().hidden_sizes))
+        return list(self._backbone_config.hidden_sizes)
 
     @property
     def block_dims(self) -> list[int]:
         """Channel width of each block's output."""
         if self.backbone_type != "convnext":
-            hidden = self.backbone.get("hidden_size", BACKBONE_CONFIG_CLASSES[self.backbone_type]().hidden_size)
-            return [hidden] * self.num_blocks
+            return [self._backbone_config.hidden_size] * self.num_blocks
         dims: list[int] = []
         for stage, (depth, dim) in enumerate(zip(self.convnext_depths(), self.convnext_dims())):
             dims += [dim] * (depth + (stage > 0))  # a downsample block opens every stage but the first
@@ -136,7 +139,7 @@ class BranchConfig:
         return [self.block_strides[end] for _, end in self.interaction_ranges]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 class PiipVisionConfig(PreTrainedConfig):

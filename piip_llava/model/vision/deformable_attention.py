@@ -1,9 +1,14 @@
 """Single-level deformable cross-attention (spec ``piip.md`` §2.5), in plain PyTorch.
 
-Deformable-DETR's PyTorch reference samples each point with ``grid_sample`` into a ``(B·heads, C, Nq, P)``
-tensor, multiplies by the attention weights and sums over points. Here the four bilinear corner weights of
-every point are folded into its attention weight, and one ``F.embedding_bag(mode="sum")`` gathers and sums
-the ``4·P`` value rows per (query, head) without materialising the sampled tensor or transposing the values.
+Two exact formulations of the sampling, chosen per call:
+
+- forward only (inference, a frozen tower): the four bilinear corner weights of every point are folded into
+  its attention weight and one ``F.embedding_bag(mode="sum")`` gathers and sums the ``4·P`` value rows of
+  each (query, head), in cache-sized chunks of queries, with no transposed copy of the values and no
+  ``(B·heads, C, Nq, P)`` intermediate;
+- when gradients are needed: Deformable-DETR's ``grid_sample`` formulation, whose fused backward kernel is
+  several times faster on CPU than any gather-based backward (``docs/benchmarks.md``).
+
 The sampling math (locations, corner weights, the weighted sum) runs in fp32 whatever the input dtype.
 """
 
@@ -15,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Sampling points handled per chunk of queries: the dozen temporaries per point then stay cache-sized
+# instead of streaming hundreds of MB (ConvNeXt stride-4 maps have 65k queries x 16 heads x 4 points).
+POINTS_PER_CHUNK = 1 << 16
+
 
 def deformable_sample(
     value: torch.Tensor,
@@ -25,7 +34,7 @@ def deformable_sample(
     """Bilinearly sample ``value`` at the given locations and sum with the attention weights.
 
     Equivalent to ``grid_sample(value, 2·loc − 1, mode="bilinear", padding_mode="zeros", align_corners=False)``
-    followed by a weighted sum over the points.
+    followed by a weighted sum over the points (that is what runs when autograd needs gradients here).
 
     Args:
         value: ``(B, Nk, heads, C)`` values on the key grid, row-major over ``spatial_shape``.
@@ -41,33 +50,70 @@ def deformable_sample(
     num_queries, num_points = sampling_locations.shape[1], sampling_locations.shape[3]
     if num_keys != height * width:
         raise ValueError(f"value has {num_keys} keys but spatial_shape {spatial_shape} has {height * width}")
-    locations = sampling_locations.float()
-    # Pixel coordinates, clamped one pixel outside the map: a corner outside the map gets weight 0, so
-    # clamping farther points does not change the result (grid_sample's zero padding).
-    x = (locations[..., 0] * width - 0.5).clamp(-1, width)  # (B, Nq, heads, P)
-    y = (locations[..., 1] * height - 0.5).clamp(-1, height)
-    x0, y0 = x.floor().clamp(max=width - 1), y.floor().clamp(max=height - 1)
-    fx, fy = x - x0, y - y0
-    attention = attention_weights.float()
-    # Each corner's weight and clamped column/row, as contiguous (B, Nq, heads, P) tensors: broadcasting
-    # over a small trailing corner axis is several times slower on CPU than four plain passes.
-    columns = ((x0, (1 - fx) * (x0 >= 0)), (x0 + 1, fx * (x0 + 1 <= width - 1)))
-    lines = ((y0, (1 - fy) * attention * (y0 >= 0)), (y0 + 1, fy * attention * (y0 + 1 <= height - 1)))
-    # value viewed as (B·Nk·heads, C): row of (batch, key, head) = (batch·Nk + key)·heads + head.
+    if value.is_meta:  # shape-only runs (FLOPs counting): meta ops go through slow Python references
+        return value.new_empty(batch, num_queries, num_heads * head_dim, dtype=torch.float32)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (value, sampling_locations, attention_weights)):
+        value, sampling_locations, attention_weights = map(
+            _at_least_fp32, (value, sampling_locations, attention_weights)
+        )
+        return deformable_sample_grid(value, spatial_shape, sampling_locations, attention_weights)
+    table = _at_least_fp32(value).reshape(-1, head_dim)  # row (batch·Nk + key)·heads + head
     head_rows = torch.arange(num_heads, device=value.device).view(1, 1, num_heads, 1)
     head_rows = head_rows + torch.arange(batch, device=value.device).view(batch, 1, 1, 1) * (num_keys * num_heads)
-    table = value.float().reshape(-1, head_dim)
-    output = None
-    for row, row_weight in lines:
-        row_start = row.clamp(0, height - 1) * width
-        for column, column_weight in columns:
-            keys = (row_start + column.clamp(0, width - 1)).long()
-            rows = (keys * num_heads + head_rows).view(-1, num_points)
-            corner = F.embedding_bag(
-                rows, table, per_sample_weights=(row_weight * column_weight).view(-1, num_points), mode="sum"
-            )  # (B·Nq·heads, C)
-            output = corner if output is None else output + corner
+    step = max(1, POINTS_PER_CHUNK // (batch * num_heads * num_points))
+    outputs = [
+        _sample_chunk(
+            table,
+            head_rows,
+            spatial_shape,
+            sampling_locations[:, start : start + step],
+            attention_weights[:, start : start + step],
+        )  # fmt: skip
+        for start in range(0, num_queries, step)
+    ]
+    output = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
     return output.view(batch, num_queries, num_heads * head_dim)
+
+
+def _at_least_fp32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+def _sample_chunk(
+    table: torch.Tensor,
+    head_rows: torch.Tensor,
+    spatial_shape: tuple[int, int],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`deformable_sample` for a slice of queries; returns ``(B, Nq_chunk, heads, C)``."""
+    height, width = spatial_shape
+    batch, num_queries, num_heads, num_points = attention_weights.shape
+    locations = _at_least_fp32(sampling_locations)
+    # Pixel coordinates clamped one pixel outside the map: there every in-map corner weight is 0, as with
+    # grid_sample's zero padding, so clamping farther points changes nothing.
+    x = locations[..., 0].mul(width).sub_(0.5).clamp_(-1, width)  # (B, Nq, heads, P)
+    y = locations[..., 1].mul(height).sub_(0.5).clamp_(-1, height)
+    x0 = x.detach().floor().clamp_(max=width - 1)
+    y0 = y.detach().floor().clamp_(max=height - 1)
+    fx, fy = x - x0, y - y0
+    attention = _at_least_fp32(attention_weights)
+    # Corner weights with the attention weight folded in; corners outside the map get 0.
+    bottom = fy * attention
+    top = (attention - bottom).mul_(y0 >= 0)
+    bottom = bottom.mul_(y0 <= height - 2)
+    left = (1 - fx).mul_(x0 >= 0)
+    right = fx.mul(x0 <= width - 2)
+    weights = torch.stack([top * left, top * right, bottom * left, bottom * right], dim=-2)  # (…, 4, P)
+    column0, column1 = x0.clamp(min=0), (x0 + 1).clamp_(max=width - 1)
+    line0, line1 = y0.clamp(min=0).mul_(width), (y0 + 1).clamp_(max=height - 1).mul_(width)
+    keys = torch.stack([line0 + column0, line0 + column1, line1 + column0, line1 + column1], dim=-2).long()
+    rows = keys.mul_(num_heads).add_(head_rows.unsqueeze(-1))
+    # One bag of 4 corners x P points per (query, head): gather the value rows and sum them weighted.
+    output = F.embedding_bag(
+        rows.view(-1, 4 * num_points), table, per_sample_weights=weights.view(-1, 4 * num_points), mode="sum"
+    )
+    return output.view(batch, num_queries, num_heads, -1)
 
 
 def reference_points(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
@@ -157,14 +203,15 @@ class DeformableCrossAttention(nn.Module):
         return self.output_proj(sampled.to(query.dtype))
 
 
-def deformable_sample_reference(
+def deformable_sample_grid(
     value: torch.Tensor,
     spatial_shape: tuple[int, int],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """The textbook formulation (Deformable-DETR's PyTorch reference, one level), kept to verify and time
-    :func:`deformable_sample` against. Same arguments and result."""
+    """The textbook formulation (Deformable-DETR's PyTorch reference, one level): ``grid_sample`` per head,
+    then a weighted sum over points. Same arguments and result as :func:`deformable_sample`; used by it when
+    gradients are needed, and as the baseline the gather path is tested and timed against."""
     batch, _, num_heads, head_dim = value.shape
     height, width = spatial_shape
     num_queries, num_points = sampling_locations.shape[1], sampling_locations.shape[3]

@@ -8,8 +8,11 @@ each adjacent pair of branches exchanges information, from the high-resolution e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -52,6 +55,25 @@ class PiipVisionModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
+
+    WEIGHTS_NAME = "model.safetensors"
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors``; :meth:`from_pretrained` reads them back."""
+        directory = Path(directory)
+        self.config.save_pretrained(directory)
+        state = {name: tensor.contiguous() for name, tensor in self.state_dict().items()}
+        save_file(state, directory / self.WEIGHTS_NAME, metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> PiipVisionModel:
+        directory = Path(directory)
+        weights = directory / cls.WEIGHTS_NAME
+        if not weights.exists():
+            raise FileNotFoundError(f"{weights} not found: save a tower with PiipVisionModel.save_pretrained")
+        model = cls(PiipVisionConfig.from_pretrained(directory))
+        model.load_state_dict(load_file(weights), strict=True)
+        return model
 
     def build_pyramid(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """One image per branch: bilinear resize by scale factor ``S_j / S_last`` in fp32 (§2.1)."""

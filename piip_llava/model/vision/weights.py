@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from transformers import AutoConfig, CLIPVisionModel, ConvNextModel, ViTModel
 
 from .configuration_piip import BranchConfig
 
@@ -112,14 +113,16 @@ def hf_to_branch_keys(branch: BranchConfig, state: dict[str, torch.Tensor]) -> d
             else:
                 mapped[f"blocks.{block_index[(stage, position)]}.{rest}"] = value
         return mapped
-    prefix = ("vision_model.",) if branch.backbone_type == "clip" else ("vit.", "deit.")
+    prefix = ("vision_model.",) if branch.backbone_type == "clip" else ("vit.", "deit.", "model.")
     state = _strip_prefix(state, prefix)
     mapped = {}
     for key, value in state.items():
         if key.startswith("embeddings.") or key.startswith("pre_layrnorm."):
             mapped[key] = value
-        elif key.startswith(("encoder.layers.", "encoder.layer.")):
+        elif key.startswith(("encoder.layers.", "encoder.layer.")):  # transformers 4 layout
             mapped["layers." + key.split(".", 2)[2]] = value
+        elif key.startswith("layers."):  # transformers 5 layout
+            mapped[key] = value
     return mapped
 
 
@@ -136,9 +139,34 @@ def _convnext_block_index(branch: BranchConfig) -> dict[tuple[int, int | str], i
     return index
 
 
+HF_MODEL_CLASSES = {"clip": CLIPVisionModel, "vit": ViTModel, "convnext": ConvNextModel}
+HF_MODEL_TYPES = {"clip": ("clip", "clip_vision_model"), "vit": ("vit", "deit"), "convnext": ("convnext",)}
+
+
+def read_branch_state(branch: BranchConfig, directory: str | Path) -> dict[str, torch.Tensor]:
+    """A branch's weights from a local directory, under the branch module's parameter names.
+
+    A Hugging Face directory (``config.json`` of a matching ``model_type``) goes through ``from_pretrained``,
+    so its own key conversions, shards and dtypes apply; anything else (a timm ConvNeXt, a bare weights file)
+    is read as a raw state dict.
+    """
+    path = Path(directory)
+    config_file = path / "config.json"
+    if path.is_dir() and config_file.exists():
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        if model_type in HF_MODEL_TYPES[branch.backbone_type]:
+            config = AutoConfig.from_pretrained(path)
+            if model_type == "clip":
+                config = config.vision_config
+            extra = {"add_pooling_layer": False} if branch.backbone_type == "vit" else {}
+            model = HF_MODEL_CLASSES[branch.backbone_type].from_pretrained(path, config=config, **extra)
+            return hf_to_branch_keys(branch, model.state_dict())
+    return hf_to_branch_keys(branch, read_state_dict(path))
+
+
 def load_branch_weights(branch_module: nn.Module, branch: BranchConfig, directory: str | Path) -> None:
     """Load a local checkpoint into one branch; every branch parameter must be present with its shape."""
-    state = hf_to_branch_keys(branch, read_state_dict(directory))
+    state = read_branch_state(branch, directory)
     expected = branch_module.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
