@@ -10,7 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
-TINY_TOWERS = ["tiny-clip-2branch", "tiny-convnext-clip", "tiny-vit-3branch", "tiny-vit-4branch"]
+TINY_TOWERS = ["tiny-clip-2branch", "tiny-convnext-clip", "tiny-siglip-clip", "tiny-vit-3branch", "tiny-vit-4branch"]
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.models.clip.modeling_clip import CLIPEncoderLayer, CLIPVisionEmbeddings
 from transformers.models.convnext.modeling_convnext import ConvNextEmbeddings, ConvNextLayer, ConvNextLayerNorm
+from transformers.models.siglip.modeling_siglip import SiglipEncoderLayer, SiglipVisionEmbeddings
 from transformers.models.vit.modeling_vit import ViTLayer, ViTPatchEmbeddings
 
 from .configuration_piip import BranchConfig
@@ -55,8 +56,8 @@ class VitBranch(nn.Module):
     def patch_embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def position_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(cls_position (D,), patch_positions (G·G, D))`` of the pretrained table."""
+    def position_tables(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``(cls_position (D,) or None, patch_positions (G·G, D))`` of the pretrained table."""
         raise NotImplementedError
 
     def class_embedding(self) -> torch.Tensor:
@@ -119,6 +120,23 @@ class ClipBranch(VitBranch):
 
     def prepare(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.pre_layrnorm(hidden)
+
+
+class SiglipBranch(VitBranch):
+    """``SiglipVisionModel`` without ``post_layernorm`` and the pooling head: no CLS token, no pre-LayerNorm."""
+
+    def __init__(self, config: BranchConfig) -> None:
+        super().__init__(config)
+        hf_config = config.hf_config()
+        self.embeddings = SiglipVisionEmbeddings(hf_config)
+        self.layers = nn.ModuleList(SiglipEncoderLayer(hf_config) for _ in range(hf_config.num_hidden_layers))
+
+    def patch_embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        weight = self.embeddings.patch_embedding.weight
+        return self.embeddings.patch_embedding(pixel_values.to(weight.dtype))
+
+    def position_tables(self) -> tuple[None, torch.Tensor]:
+        return None, self.embeddings.position_embedding.weight
 
 
 class ViTEmbeddingTables(nn.Module):
@@ -203,7 +221,12 @@ class ConvNextBranch(nn.Module):
         return state.hidden
 
 
-BRANCH_CLASSES: dict[str, type[nn.Module]] = {"clip": ClipBranch, "vit": HfVitBranch, "convnext": ConvNextBranch}
+BRANCH_CLASSES: dict[str, type[nn.Module]] = {
+    "clip": ClipBranch,
+    "siglip": SiglipBranch,
+    "vit": HfVitBranch,
+    "convnext": ConvNextBranch,
+}
 
 
 def build_branch(config: BranchConfig) -> nn.Module:

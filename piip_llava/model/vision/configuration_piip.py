@@ -13,10 +13,11 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import CLIPVisionConfig, ConvNextConfig, PreTrainedConfig, ViTConfig
+from transformers import CLIPVisionConfig, ConvNextConfig, PreTrainedConfig, SiglipVisionConfig, ViTConfig
 
 BACKBONE_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
     "clip": CLIPVisionConfig,
+    "siglip": SiglipVisionConfig,
     "vit": ViTConfig,
     "convnext": ConvNextConfig,
 }
@@ -28,13 +29,15 @@ class BranchConfig:
 
     Args:
         name: short identifier used on the command line (``--branch-weights NAME=DIR``).
-        backbone_type: one of ``clip`` (``CLIPVisionModel``), ``vit`` (``ViTModel``), ``convnext`` (``ConvNextModel``).
+        backbone_type: one of ``clip`` (``CLIPVisionModel``), ``siglip`` (``SiglipVisionModel``), ``vit``
+            (``ViTModel``), ``convnext`` (``ConvNextModel``).
         image_size: side of the square image this branch sees.
         interaction_ranges: inclusive ``[start, end]`` block ranges; interaction ``i`` runs after block ``end`` of
             range ``i``. ConvNeXt block lists include the downsample layers as blocks (spec §2.3).
         backbone: keyword arguments of the backbone's ``transformers`` config. For ViTs ``image_size`` there is
             the *pretraining* size that fixes the position-embedding table.
-        use_cls_token: ViTs only: keep the CLS token through the blocks (it never enters an interaction).
+        use_cls_token: ViTs only: keep the CLS token through the blocks (it never enters an interaction). SigLIP
+            has none: it must be ``False`` there.
     """
 
     name: str
@@ -50,6 +53,8 @@ class BranchConfig:
                 f"branch '{self.name}': backbone_type={self.backbone_type!r} is not one of "
                 f"{sorted(BACKBONE_CONFIG_CLASSES)}"
             )
+        if self.backbone_type == "siglip" and self.use_cls_token:
+            raise ValueError(f"branch '{self.name}': SigLIP has no CLS token, set use_cls_token=False")
         if self.image_size <= 0:
             raise ValueError(f"branch '{self.name}': image_size must be positive, got {self.image_size}")
         self.interaction_ranges = [list(r) for r in self.interaction_ranges]

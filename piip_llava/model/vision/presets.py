@@ -129,6 +129,17 @@ def _tiny_convnext_clip() -> PiipVisionConfig:
     )
 
 
+def _tiny_clip_siglip() -> PiipVisionConfig:
+    siglip = dict(TINY_CLIP_SMALL, hidden_act="gelu_pytorch_tanh")
+    return PiipVisionConfig(
+        branches=[
+            BranchConfig("clip-large", "clip", 32, [[0, 1], [2, 3]], TINY_CLIP),
+            BranchConfig("siglip", "siglip", 64, [[0, 0], [1, 1]], siglip, use_cls_token=False),
+        ],
+        deform_num_heads=4,
+    )
+
+
 def _tiny_multi(count: int) -> Callable[[], PiipVisionConfig]:
     def build() -> PiipVisionConfig:
         widths = [48, 32, 32, 16][4 - count :]
@@ -164,6 +175,7 @@ TOWER_PRESETS: dict[str, Callable[[], PiipVisionConfig]] = {
     # Tiny towers for tests.
     "tiny-clip-2branch": _tiny_clip_2branch,
     "tiny-convnext-clip": _tiny_convnext_clip,
+    "tiny-siglip-clip": _tiny_clip_siglip,
     "tiny-vit-3branch": _tiny_multi(3),
     "tiny-vit-4branch": _tiny_multi(4),
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoConfig, CLIPVisionModel, ConvNextModel, ViTModel
+from transformers import AutoConfig, CLIPVisionModel, ConvNextModel, SiglipVisionModel, ViTModel
 
 from .configuration_piip import BranchConfig
 
@@ -113,7 +113,7 @@ def hf_to_branch_keys(branch: BranchConfig, state: dict[str, torch.Tensor]) -> d
             else:
                 mapped[f"blocks.{block_index[(stage, position)]}.{rest}"] = value
         return mapped
-    prefix = ("vision_model.",) if branch.backbone_type == "clip" else ("vit.", "deit.", "model.")
+    prefix = ("vision_model.",) if branch.backbone_type in ("clip", "siglip") else ("vit.", "deit.", "model.")
     state = _strip_prefix(state, prefix)
     mapped = {}
     for key, value in state.items():
@@ -139,8 +139,13 @@ def _convnext_block_index(branch: BranchConfig) -> dict[tuple[int, int | str], i
     return index
 
 
-HF_MODEL_CLASSES = {"clip": CLIPVisionModel, "vit": ViTModel, "convnext": ConvNextModel}
-HF_MODEL_TYPES = {"clip": ("clip", "clip_vision_model"), "vit": ("vit", "deit"), "convnext": ("convnext",)}
+HF_MODEL_CLASSES = {"clip": CLIPVisionModel, "siglip": SiglipVisionModel, "vit": ViTModel, "convnext": ConvNextModel}
+HF_MODEL_TYPES = {
+    "clip": ("clip", "clip_vision_model"),
+    "siglip": ("siglip", "siglip_vision_model"),
+    "vit": ("vit", "deit"),
+    "convnext": ("convnext",),
+}
 
 
 def read_branch_state(branch: BranchConfig, directory: str | Path) -> dict[str, torch.Tensor]:
@@ -156,7 +161,7 @@ def read_branch_state(branch: BranchConfig, directory: str | Path) -> dict[str, 
         model_type = json.loads(config_file.read_text()).get("model_type")
         if model_type in HF_MODEL_TYPES[branch.backbone_type]:
             config = AutoConfig.from_pretrained(path)
-            if model_type == "clip":
+            if model_type in ("clip", "siglip"):  # a full image-text checkpoint: take its vision tower
                 config = config.vision_config
             extra = {"add_pooling_layer": False} if branch.backbone_type == "vit" else {}
             model = HF_MODEL_CLASSES[branch.backbone_type].from_pretrained(path, config=config, **extra)

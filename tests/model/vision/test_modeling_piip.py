@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import CLIPVisionModel, ConvNextModel
+from transformers import CLIPVisionModel, ConvNextModel, SiglipVisionModel
 
 from piip_llava.model.vision.interaction import BidirectionalInteraction
 from piip_llava.model.vision.weights import load_branch_weights
@@ -118,6 +118,19 @@ def test_clip_branch_interpolates_positions_like_hf(tmp_path):
         expected = reference(pixel_values, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
         state = tower.branches[1].run_blocks(tower.branches[1].embed(pixel_values), 0, branch_config.num_blocks - 1)
     torch.testing.assert_close(tower.branches[1].tokens(state), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_siglip_branch_equals_hf_siglip_vision_model(tmp_path):
+    tower = build_tiny_tower("tiny-siglip-clip")
+    branch_config = tower.config.branches[1]  # 64 px, table pretrained at 32 px: interpolated like HF
+    reference = SiglipVisionModel(branch_config.hf_config()).eval()
+    reference.save_pretrained(tmp_path)
+    load_branch_weights(tower.branches[1], branch_config, tmp_path)
+    pixel_values = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        hidden = reference(pixel_values, interpolate_pos_encoding=True, output_hidden_states=True).hidden_states
+        state = tower.branches[1].run_blocks(tower.branches[1].embed(pixel_values), 0, branch_config.num_blocks - 1)
+    torch.testing.assert_close(tower.branches[1].tokens(state), hidden[-1], rtol=1e-5, atol=1e-5)
 
 
 def test_convnext_branch_equals_hf_convnext_model(tmp_path):

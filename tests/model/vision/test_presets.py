@@ -58,6 +58,7 @@ def test_config_round_trip(tmp_path):
         (dict(interaction_ranges=[[0, 1]]), "cover 2 blocks"),
         (dict(backbone_type="resnet"), "backbone_type"),
         (dict(image_size=36), "multiple of 8"),
+        (dict(backbone_type="siglip"), "no CLS token"),
     ],
 )
 def test_bad_branch_config_names_the_field(branch_kwargs, match):
