@@ -44,17 +44,26 @@ def interpolate_position_table(table: torch.Tensor, height: int, width: int) -> 
 
 
 class VitBranch(nn.Module):
-    """Shared logic of ViT branches: CLS kept through the blocks, excluded from interactions and output."""
+    """Shared logic of ViT branches: CLS kept through the blocks, excluded from interactions and output.
 
-    layers: nn.ModuleList
+    Subclasses name the ``transformers`` embedding and encoder-layer classes they are built from.
+    """
+
+    embeddings_class: type[nn.Module]
+    layer_class: type[nn.Module]
 
     def __init__(self, config: BranchConfig) -> None:
         super().__init__()
         self.config = config
         self.use_cls_token = config.use_cls_token
+        hf_config = config.hf_config()
+        self.embeddings = self.embeddings_class(hf_config)
+        self.layers = nn.ModuleList(self.layer_class(hf_config) for _ in range(hf_config.num_hidden_layers))
 
     def patch_embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``(B, 3, S, S) -> (B, D, S/P, S/P)`` (CLIP and SigLIP keep their conv at ``embeddings.patch_embedding``)."""
+        weight = self.embeddings.patch_embedding.weight
+        return self.embeddings.patch_embedding(pixel_values.to(weight.dtype))
 
     def position_tables(self) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``(cls_position (D,) or None, patch_positions (G·G, D))`` of the pretrained table."""
@@ -100,16 +109,13 @@ class VitBranch(nn.Module):
 class ClipBranch(VitBranch):
     """``CLIPVisionModel`` without ``post_layernorm`` (unused by PIIP): embeddings, pre-LN, encoder layers."""
 
+    embeddings_class = CLIPVisionEmbeddings
+    layer_class = CLIPEncoderLayer
+
     def __init__(self, config: BranchConfig) -> None:
         super().__init__(config)
         hf_config = config.hf_config()
-        self.embeddings = CLIPVisionEmbeddings(hf_config)
         self.pre_layrnorm = nn.LayerNorm(hf_config.hidden_size, eps=hf_config.layer_norm_eps)
-        self.layers = nn.ModuleList(CLIPEncoderLayer(hf_config) for _ in range(hf_config.num_hidden_layers))
-
-    def patch_embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        weight = self.embeddings.patch_embedding.weight
-        return self.embeddings.patch_embedding(pixel_values.to(weight.dtype))
 
     def position_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         table = self.embeddings.position_embedding.weight
@@ -125,15 +131,8 @@ class ClipBranch(VitBranch):
 class SiglipBranch(VitBranch):
     """``SiglipVisionModel`` without ``post_layernorm`` and the pooling head: no CLS token, no pre-LayerNorm."""
 
-    def __init__(self, config: BranchConfig) -> None:
-        super().__init__(config)
-        hf_config = config.hf_config()
-        self.embeddings = SiglipVisionEmbeddings(hf_config)
-        self.layers = nn.ModuleList(SiglipEncoderLayer(hf_config) for _ in range(hf_config.num_hidden_layers))
-
-    def patch_embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        weight = self.embeddings.patch_embedding.weight
-        return self.embeddings.patch_embedding(pixel_values.to(weight.dtype))
+    embeddings_class = SiglipVisionEmbeddings
+    layer_class = SiglipEncoderLayer
 
     def position_tables(self) -> tuple[None, torch.Tensor]:
         return None, self.embeddings.position_embedding.weight
@@ -155,11 +154,8 @@ class ViTEmbeddingTables(nn.Module):
 class HfVitBranch(VitBranch):
     """``ViTModel`` (DeiT / AugReg-style plain ViT) without its final LayerNorm and pooler."""
 
-    def __init__(self, config: BranchConfig) -> None:
-        super().__init__(config)
-        hf_config = config.hf_config()
-        self.embeddings = ViTEmbeddingTables(hf_config)
-        self.layers = nn.ModuleList(ViTLayer(hf_config) for _ in range(hf_config.num_hidden_layers))
+    embeddings_class = ViTEmbeddingTables
+    layer_class = ViTLayer
 
     def patch_embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         projection = self.embeddings.patch_embeddings.projection
