@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import initialization as init
 
 # Sampling points handled per chunk of queries: the dozen temporaries per point then stay cache-sized
 # instead of streaming hundreds of MB (ConvNeXt stride-4 maps have 65k queries x 16 heads x 4 points).
@@ -161,18 +162,19 @@ class DeformableCrossAttention(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Deformable-DETR init: zero offset weights with a radial bias pattern, uniform attention (§2.5)."""
-        nn.init.zeros_(self.sampling_offsets.weight)
+        init.zeros_(self.sampling_offsets.weight)
         angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
         directions = torch.stack([angles.cos(), angles.sin()], dim=-1)  # (heads, 2)
         directions = directions / directions.abs().max(dim=-1, keepdim=True).values
         scale = torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, -1, 1)
-        self.sampling_offsets.bias.copy_((directions[:, None, :] * scale).flatten())
-        nn.init.zeros_(self.attention_weights.weight)
-        nn.init.zeros_(self.attention_weights.bias)
-        nn.init.xavier_uniform_(self.value_proj.weight)
-        nn.init.zeros_(self.value_proj.bias)
-        nn.init.xavier_uniform_(self.output_proj.weight)
-        nn.init.zeros_(self.output_proj.bias)
+        bias = (directions[:, None, :] * scale).flatten()
+        init.copy_(self.sampling_offsets.bias, bias.to(self.sampling_offsets.bias.device))
+        init.zeros_(self.attention_weights.weight)
+        init.zeros_(self.attention_weights.bias)
+        init.xavier_uniform_(self.value_proj.weight)
+        init.zeros_(self.value_proj.bias)
+        init.xavier_uniform_(self.output_proj.weight)
+        init.zeros_(self.output_proj.bias)
 
     def forward(
         self,

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from transformers import initialization as init
 
 from .deformable_attention import DeformableCrossAttention, reference_points
 
@@ -115,25 +116,26 @@ class BidirectionalInteraction(nn.Module):
 
 @torch.no_grad()
 def init_interaction_weights(module: nn.Module) -> None:
-    """Generic init of interaction modules (§2.6), then the deformable reset (§2.5) and zero gates.
+    """Generic init of interaction modules (§2.6) and zero gates.
 
-    Applied with ``interactions.apply(init_interaction_weights)``; safe to call on any submodule.
+    Applied with ``interactions.apply(init_interaction_weights)``. Uses ``transformers.initialization``, which
+    equals ``torch.nn.init`` except that it leaves weights already loaded by ``from_pretrained`` alone.
     """
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
-            nn.init.zeros_(module.bias)
+            init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
     elif isinstance(module, nn.Conv2d):
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
-        nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
+        init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
         if module.bias is not None:
-            nn.init.zeros_(module.bias)
+            init.zeros_(module.bias)
     elif isinstance(module, InteractionUpdate):
-        nn.init.zeros_(module.attention_gate)
-        nn.init.zeros_(module.ffn_gate)
+        init.zeros_(module.attention_gate)
+        init.zeros_(module.ffn_gate)
 
 
 def reset_interaction_parameters(interactions: nn.Module) -> None:
