@@ -151,11 +151,14 @@ class PiipVisionConfig(PreTrainedConfig):
     """Configuration of :class:`~piip_llava.model.vision.PiipVisionModel`.
 
     Args:
-        branches: the pyramid's branches, largest model / lowest resolution first.
+        branches: the pyramid's branches, largest model / lowest resolution first (default: the
+            ``piip-llava_clip-bl_512-256_7B`` tower).
         deform_num_heads, deform_num_points, deform_ratio: deformable cross-attention shape (spec §2.5).
         cffn_ratio: hidden width of the interaction ConvFFN as a fraction of the query width.
         interaction_drop_path_rate: DropPath on the interaction FFN path (constant for all interactions).
         interaction_layer_norm_eps: eps of the interaction LayerNorms.
+        feature_layer: single-branch towers only: the block whose output is the feature, ``-1`` the last,
+            ``-2`` the penultimate (LLaVA-1.5's ``mm_vision_select_layer``). Later blocks are not run.
     """
 
     model_type = "piip_vision"
@@ -167,9 +170,14 @@ class PiipVisionConfig(PreTrainedConfig):
     cffn_ratio: float = 0.25
     interaction_drop_path_rate: float = 0.4
     interaction_layer_norm_eps: float = 1e-6
+    feature_layer: int = -1
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.branches is None:  # like every transformers config, a default one: PIIP-LLaVA's CLIP-B/L 512-256
+            from .presets import get_tower_config
+
+            self.branches = get_tower_config("piip-llava_clip-bl_512-256_7B").branches
         if not self.branches:
             raise ValueError("branches: a PIIP tower needs at least one branch")
         self.branches = [b if isinstance(b, BranchConfig) else BranchConfig(**b) for b in self.branches]
@@ -182,6 +190,13 @@ class PiipVisionConfig(PreTrainedConfig):
         sizes = [b.image_size for b in self.branches]
         if sizes != sorted(sizes):
             raise ValueError(f"branches: image sizes must not decrease from branch 1 to the last, got {sizes}")
+        if self.feature_layer != -1 and (
+            len(self.branches) > 1 or not -self.branches[0].num_blocks <= self.feature_layer < 0
+        ):
+            raise ValueError(
+                f"feature_layer={self.feature_layer}: only a single-branch tower may pick an earlier block "
+                f"(-1 … -{self.branches[0].num_blocks})"
+            )
         if self.deform_num_heads <= 0 or self.deform_num_points <= 0:
             raise ValueError("deform_num_heads and deform_num_points must be positive")
         for b in self.branches:

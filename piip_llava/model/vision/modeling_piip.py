@@ -110,6 +110,9 @@ class PiipVisionModel(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         images = self.build_pyramid(pixel_values)
         states = [branch.embed(image) for branch, image in zip(self.branches, images)]
+        if self.config.feature_layer != -1:  # a single branch stopping early (LLaVA-1.5's select_layer -2)
+            last = self.config.branches[0].num_blocks + self.config.feature_layer
+            return [self.branches[0].feature_map(self.branches[0].run_blocks(states[0], 0, last))]
         for index in range(len(self.config.branches[0].interaction_ranges)):
             if self.gradient_checkpointing and self.training:
                 states = self._checkpointed_group(index, states)

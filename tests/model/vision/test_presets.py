@@ -81,3 +81,4 @@ def test_bad_tower_config_names_the_field():
         PiipVisionConfig(branches=[large, dict(large, image_size=64)], deform_num_heads=4)
     with pytest.raises(ValueError, match="at least one branch"):
         PiipVisionConfig(branches=[])
+    assert PiipVisionConfig().branches == get_tower_config("piip-llava_clip-bl_512-256_7B").branches
