@@ -36,3 +36,17 @@ def randomize_gates(tower, scale: float = 0.5) -> None:
 def tower_input(tower, batch: int = 2) -> torch.Tensor:
     size = tower.config.image_size
     return torch.randn(batch, 3, size, size)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava():
+    """A random tiny PIIP-LLaVA (CLIP-B/L-shaped tiny tower, tiny Llama, local BPE tokenizer) and its processor."""
+    from piip_llava.model.tiny import build_tiny_model
+
+    return build_tiny_model()
+
+
+def solid_image(color=(255, 0, 0), size=(80, 56)):
+    from PIL import Image
+
+    return Image.new("RGB", size, color)
