@@ -54,7 +54,8 @@ def _run_flops(args: argparse.Namespace) -> int:
 
 
 def _build_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tower", required=True, help="tower preset name (see `piip-llava flops --list`)")
+    parser.add_argument("--output", required=True, help="directory to save to")
+    parser.add_argument("--tower", help="tower preset name (see `piip-llava flops --list`)")
     parser.add_argument(
         "--branch-weights",
         nargs="*",
@@ -62,27 +63,54 @@ def _build_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=DIR",
         help="local pretrained checkpoint per branch (HF save_pretrained dir or a timm ConvNeXt state dict)",
     )
-    parser.add_argument("--output", required=True, help="directory to write config.json + model.safetensors to")
+    parser.add_argument("--llm", help="local LLM directory (AutoModelForCausalLM + tokenizer): build a whole model")
+    parser.add_argument("--projector", help="projector weights (e.g. a stage-1 mm_projector) to load")
+    parser.add_argument("--projector-type", default="piip", choices=["piip", "mlp2x_gelu", "linear"])
+    parser.add_argument("--template", default="vicuna_v1", help="conversation template saved as the chat template")
+    parser.add_argument("--image-aspect-ratio", default="pad", choices=["pad", "square"])
+    parser.add_argument("--tiny", action="store_true", help="a random tiny model with a locally trained tokenizer")
+    parser.add_argument("--tiny-llm", default="llama", choices=["llama", "qwen2", "mistral"])
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    """Tower only (``--tower``), a whole model from a local LLM (``--llm``), or a random tiny model (``--tiny``)."""
+    from piip_llava.model.builder import assemble_model
+    from piip_llava.model.tiny import save_tiny_model
     from piip_llava.model.vision import PiipVisionModel, get_tower_config
     from piip_llava.model.vision.weights import load_tower_weights, parse_branch_weights
 
     logger = logging.getLogger("piip_llava.build")
     try:
-        config = get_tower_config(args.tower)
-        branch_dirs = parse_branch_weights(args.branch_weights)
-        tower = PiipVisionModel(config)
-        load_tower_weights(tower, branch_dirs)
-    except (ValueError, FileNotFoundError) as error:
+        if args.tiny:
+            save_tiny_model(args.output, tower=args.tower or "tiny-clip-2branch", llm=args.tiny_llm, seed=args.seed)
+        elif not args.tower:
+            raise ValueError("give --tower PRESET (with --llm DIR for a whole model), or --tiny")
+        elif args.llm:
+            model, processor = assemble_model(
+                args.tower,
+                args.llm,
+                parse_branch_weights(args.branch_weights),
+                projector_path=args.projector,
+                projector_type=args.projector_type,
+                template=args.template,
+                image_aspect_ratio=args.image_aspect_ratio,
+            )
+            model.save_pretrained(args.output)
+            processor.save_pretrained(args.output)
+        else:
+            config = get_tower_config(args.tower)
+            branch_dirs = parse_branch_weights(args.branch_weights)
+            tower = PiipVisionModel(config)
+            load_tower_weights(tower, branch_dirs)
+            random = [branch.name for branch in config.branches if branch.name not in branch_dirs]
+            if random:
+                logger.warning("branches with random weights (no --branch-weights given): %s", ", ".join(random))
+            tower.save_pretrained(args.output)
+    except (ValueError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    random = [branch.name for branch in config.branches if branch.name not in branch_dirs]
-    if random:
-        logger.warning("branches with random weights (no --branch-weights given): %s", ", ".join(random))
-    tower.save_pretrained(args.output)
-    logger.info("saved tower %s to %s", args.tower, args.output)
+    logger.info("saved to %s", args.output)
     return 0
 
 
@@ -91,7 +119,9 @@ COMMANDS: dict[str, Command] = {
         "vision-tower FLOPs (MACs, as in the paper) and parameter counts of presets", _flops_arguments, _run_flops
     ),
     "build": Command(
-        "assemble a vision tower from a preset and local pretrained branch checkpoints", _build_arguments, _run_build
+        "assemble a vision tower or a whole PIIP-LLaVA from local checkpoints, or a random tiny model",
+        _build_arguments,
+        _run_build,
     ),
 }
 

@@ -47,13 +47,19 @@ def tokenizer_corpus(lines: int = 4000, seed: int = 0) -> list[str]:
     return corpus
 
 
-def train_tokenizer(vocab_size: int = 1024, template: str = "vicuna_v1") -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with ``<image>`` as a single special token; BOS is prepended like Llama's."""
+def train_tokenizer(
+    vocab_size: int = 1024, template: str = "vicuna_v1", with_image_token: bool = True
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with ``<image>`` as a single special token; BOS is prepended like Llama's.
+
+    ``with_image_token=False`` gives a plain LLM tokenizer (for testing how a real LLM's tokenizer is adapted).
+    """
+    special_tokens = SPECIAL_TOKENS if with_image_token else [t for t in SPECIAL_TOKENS if t != IMAGE_TOKEN]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=special_tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     bos = tokenizer.token_to_id("<s>")
@@ -66,7 +72,7 @@ def train_tokenizer(vocab_size: int = 1024, template: str = "vicuna_v1") -> PreT
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        extra_special_tokens={"image_token": IMAGE_TOKEN} if with_image_token else None,
         chat_template=chat_template(template),
         padding_side="left",
     )
