@@ -50,26 +50,45 @@ class Conversation:
         return self.sep
 
     def get_prompt(self) -> str:
-        seps = [self.sep, self.sep2 if self.sep2 is not None else self.sep]
-        if self.sep_style == SeparatorStyle.TWO:
-            prompt = self.system + seps[0]
-            for i, (role, message) in enumerate(self.messages):
-                prompt += f"{role}: {message}{seps[i % 2]}" if message else f"{role}:"
-            return prompt
-        if self.sep_style == SeparatorStyle.MPT:
-            prompt = self.system + self.sep
-            for role, message in self.messages:
-                prompt += role + message + self.sep if message else role
-            return prompt
-        if self.sep_style == SeparatorStyle.PLAIN:
-            prompt = self.system
-            for i, (_, message) in enumerate(self.messages):
-                prompt += message + seps[i % 2] if message else ""
-            return prompt
-        return self._llama_2_prompt()
+        return "".join(text for text, _ in self.get_segments())
 
-    def _llama_2_prompt(self) -> str:
-        prompt = ""
+    def get_segments(self) -> list[tuple[str, bool]]:
+        """The prompt as ``(text, is_target)`` pieces whose concatenation is :meth:`get_prompt`.
+
+        Targets are what training puts loss on: each assistant message with the separator that ends it
+        (``</s>`` for vicuna_v1 / Llama-2, ``<|im_end|>`` for ChatML) and, for ``plain``, the caption + ``\\n``.
+        """
+        seps = [self.sep, self.sep2 if self.sep2 is not None else self.sep]
+        segments: list[tuple[str, bool]] = []
+        if self.sep_style == SeparatorStyle.TWO:
+            segments.append((self.system + seps[0], False))
+            for i, (role, message) in enumerate(self.messages):
+                if not message:
+                    segments.append((f"{role}:", False))
+                elif i % 2 == 0:
+                    segments.append((f"{role}: {message}{seps[0]}", False))
+                else:
+                    segments += [(f"{role}: ", False), (message + seps[1], True)]
+        elif self.sep_style == SeparatorStyle.MPT:
+            segments.append((self.system + self.sep, False))
+            for i, (role, message) in enumerate(self.messages):
+                if not message:
+                    segments.append((role, False))
+                elif i % 2 == 0:
+                    segments.append((role + message + self.sep, False))
+                else:
+                    segments += [(role, False), (message + self.sep, True)]
+        elif self.sep_style == SeparatorStyle.PLAIN:
+            segments.append((self.system, False))
+            for i, (_, message) in enumerate(self.messages):
+                if message:
+                    segments.append((message + seps[i % 2], i % 2 == 1))
+        else:
+            segments = self._llama_2_segments()
+        return [(text, target) for text, target in segments if text]
+
+    def _llama_2_segments(self) -> list[tuple[str, bool]]:
+        segments: list[tuple[str, bool]] = []
         for i, (role, message) in enumerate(self.messages):
             if i == 0 and (not message or role != self.roles[0]):
                 raise ValueError("a Llama-2 conversation starts with a non-empty user message")
@@ -78,11 +97,13 @@ class Conversation:
             if i == 0 and self.system:
                 message = f"<<SYS>>\n{self.system}\n<</SYS>>\n\n{message}"
             if i % 2 == 0:
-                prompt += f"{self.sep}[INST] {message} [/INST]"
+                segments.append((f"{self.sep}[INST] {message} [/INST]", False))
             else:
-                prompt += f" {message} {self.sep2}"
-        # LLaVA strips the *characters* of sep from the left (str.lstrip), which removes a leading "<s>".
-        return prompt.lstrip(self.sep)
+                segments += [(" ", False), (f"{message} {self.sep2}", True)]
+        if segments:
+            # LLaVA strips the *characters* of sep from the left (str.lstrip), which removes a leading "<s>".
+            segments[0] = (segments[0][0].lstrip(self.sep), segments[0][1])
+        return segments
 
 
 VICUNA_SYSTEM = (
