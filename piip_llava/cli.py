@@ -15,6 +15,7 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    passthrough: bool = False  # the command parses its own flags (HfArgumentParser): gets them as args.extra
 
 
 def _flops_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,9 +115,25 @@ def _run_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    """No flags of its own: all go to HfArgumentParser (`piip-llava train --help` lists them)."""
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from piip_llava.train.train import train
+
+    return train(args.extra)
+
+
 COMMANDS: dict[str, Command] = {
     "flops": Command(
         "vision-tower FLOPs (MACs, as in the paper) and parameter counts of presets", _flops_arguments, _run_flops
+    ),
+    "train": Command(
+        "train a stage (projector alignment or instruction tuning) with HF Trainer",
+        _train_arguments,
+        _run_train,
+        passthrough=True,
     ),
     "build": Command(
         "assemble a vision tower or a whole PIIP-LLaVA from local checkpoints, or a random tiny model",
@@ -130,13 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="piip-llava", description="PIIP-LLaVA: train, evaluate and serve PIIP MLLMs")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
-        command.add_arguments(subparsers.add_parser(name, help=command.help, description=command.help))
+        subparser = subparsers.add_parser(
+            name, help=command.help, description=command.help, add_help=not command.passthrough
+        )
+        command.add_arguments(subparser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not COMMANDS[args.command].passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     return COMMANDS[args.command].run(args)
 
 

@@ -1,0 +1,1 @@
+"""Training: arguments, stages, the Trainer subclass and the ``piip-llava train`` entry point."""

@@ -1,0 +1,153 @@
+"""``piip-llava train``: one path from flags to the HF ``Trainer`` (spec ``piip.md`` §3.6).
+
+    piip-llava train --model_name_or_path DIR --data_path data.json --image_folder images \\
+        --template plain --tunable_parts projector --output_dir out/stage1 [--deepspeed scripts/zero2.json] …
+
+Launch several processes with ``deepspeed`` or ``torchrun`` (see README "Train"). A run resumes from the last
+checkpoint in ``output_dir`` automatically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoProcessor, HfArgumentParser
+from transformers.trainer_utils import get_last_checkpoint
+
+import piip_llava.model  # noqa: F401  (registers the Auto classes)
+from piip_llava.data import DataConfig, LlavaCollator, LlavaDataset
+from piip_llava.data.preprocess import SampleError
+from piip_llava.model import PiipLlavaConfig, PiipLlavaForConditionalGeneration
+from piip_llava.model.builder import load_projector_weights
+
+from .arguments import DataArguments, ModelArguments, TrainingArguments
+from .stages import apply_tunable_parts, parameter_counts
+from .trainer import JsonlLogCallback, PiipLlavaTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def build_dataset(model_config: PiipLlavaConfig, processor, data_args: DataArguments) -> LlavaDataset:
+    if data_args.image_aspect_ratio:
+        processor.image_processor.aspect_ratio = data_args.image_aspect_ratio
+    config = DataConfig(
+        template=data_args.template,
+        image_seq_length=model_config.image_seq_length,
+        max_length=data_args.model_max_length,
+        image_folder=data_args.image_folder,
+    )
+    return LlavaDataset(data_args.data_path, processor.tokenizer, processor.image_processor, config)
+
+
+def dry_run(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> int:
+    """Build the model on ``meta`` from its config, read and validate every sample, print counts, exit."""
+    config = PiipLlavaConfig.from_pretrained(model_args.model_name_or_path)
+    with torch.device("meta"):
+        model = PiipLlavaForConditionalGeneration(config)
+    apply_tunable_parts(model, training_args.tunable_parts_list)
+    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
+    dataset = build_dataset(config, processor, data_args)
+    problems, images, text_only, longest = [], 0, 0, 0
+    for index in range(len(dataset)):
+        try:
+            sample = dataset.load_sample(index)
+        except SampleError as error:
+            problems.append({"index": index, "reason": str(error)})
+            continue
+        longest = max(longest, len(sample["input_ids"]))
+        images += len(sample.get("pixel_values", []))
+        text_only += "pixel_values" not in sample
+    report = {
+        "samples": len(dataset),
+        "usable": len(dataset) - len(problems),
+        "text_only": text_only,
+        "images": images,
+        "longest_tokens": longest,
+        "problems": problems,
+        "parameters": {part: {"trainable": t, "total": n} for part, (t, n) in parameter_counts(model).items()},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def load_model(model_args: ModelArguments, training_args: TrainingArguments) -> PiipLlavaForConditionalGeneration:
+    dtype = torch.bfloat16 if training_args.bf16 else torch.float32
+    model = PiipLlavaForConditionalGeneration.from_pretrained(
+        model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
+    )
+    if model_args.pretrain_projector:
+        path = Path(model_args.pretrain_projector)
+        load_projector_weights(model.model.multi_modal_projector, path / "model.safetensors" if path.is_dir() else path)
+        logger.info("loaded the projector from %s", path)
+    apply_tunable_parts(model, training_args.tunable_parts_list)
+    if training_args.gradient_checkpointing:
+        model.config.use_cache = False
+    if training_args.lora_enable:
+        from peft import LoraConfig, get_peft_model
+
+        llm_linears = sorted(
+            {
+                name.split(".")[-1]
+                for name, m in model.model.language_model.named_modules()
+                if isinstance(m, torch.nn.Linear)
+            }
+        )
+        lora = LoraConfig(
+            r=training_args.lora_r,
+            lora_alpha=training_args.lora_alpha,
+            lora_dropout=training_args.lora_dropout,
+            target_modules=[rf"model\.language_model\..*\.{name}" for name in llm_linears],
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+        # PEFT freezes everything but the adapters: re-open the non-LLM parts that this stage trains.
+        apply_parts = [p for p in training_args.tunable_parts_list if p != "llm"]
+        base = model.get_base_model()
+        from .stages import part_modules
+
+        for part in apply_parts:
+            for module in part_modules(base)[part]:
+                module.requires_grad_(True)
+    return model
+
+
+def train(argv: list[str] | None = None) -> int:
+    model_args, data_args, training_args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
+    if training_args.dry_run:
+        return dry_run(model_args, data_args, training_args)
+    model = load_model(model_args, training_args)
+    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
+    dataset = build_dataset(model.config, processor, data_args)
+    trainer = PiipLlavaTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        data_collator=LlavaCollator(processor.tokenizer.pad_token_id),
+        modality_lengths=dataset.modality_lengths() if training_args.group_by_modality_length else None,
+        callbacks=[JsonlLogCallback()],
+    )
+    counts = parameter_counts(model.get_base_model() if training_args.lora_enable else model)
+    logger.info("trainable / total parameters per part: %s", counts)
+    last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+    trainer.report_skipped()
+    trainer.save_model(training_args.output_dir)
+    if trainer.args.should_save:
+        processor.save_pretrained(training_args.output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train())
