@@ -23,10 +23,9 @@ from piip_llava.data import DataConfig, LlavaCollator, LlavaDataset
 from piip_llava.data.preprocess import SampleError
 from piip_llava.model import PiipLlavaConfig, PiipLlavaForConditionalGeneration
 from piip_llava.model.builder import load_projector_weights
-
-from .arguments import DataArguments, ModelArguments, TrainingArguments
-from .stages import apply_tunable_parts, parameter_counts
-from .trainer import JsonlLogCallback, PiipLlavaTrainer
+from piip_llava.train.arguments import DataArguments, ModelArguments, TrainingArguments
+from piip_llava.train.stages import apply_tunable_parts, parameter_counts
+from piip_llava.train.trainer import JsonlLogCallback, PiipLlavaTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def load_model(model_args: ModelArguments, training_args: TrainingArguments) -> 
         # PEFT freezes everything but the adapters: re-open the non-LLM parts that this stage trains.
         apply_parts = [p for p in training_args.tunable_parts_list if p != "llm"]
         base = model.get_base_model()
-        from .stages import part_modules
+        from piip_llava.train.stages import part_modules
 
         for part in apply_parts:
             for module in part_modules(base)[part]:
@@ -125,6 +124,13 @@ def train(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     if training_args.dry_run:
         return dry_run(model_args, data_args, training_args)
+    # Set up the process groups before from_pretrained: under ZeRO-3 the model is built inside zero.Init, which
+    # reads the world size from deepspeed.comm (not initialised by the Trainer on CPU).
+    logger.info("processes: %d", training_args.world_size)
+    if training_args.deepspeed:
+        import deepspeed
+
+        deepspeed.init_distributed()
     model = load_model(model_args, training_args)
     processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
     dataset = build_dataset(model.config, processor, data_args)

@@ -14,7 +14,9 @@ The sampling math (locations, corner weights, the weighted sum) runs in fp32 wha
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -117,6 +119,17 @@ def _sample_chunk(
     return output.view(batch, num_queries, num_heads, -1)
 
 
+def gathered_for_init(parameters: Iterable[nn.Parameter]):
+    """Context in which ZeRO-3-partitioned parameters are whole (gathered, written on rank 0, re-partitioned);
+    a no-op otherwise. Needed by inits that run inside ``deepspeed.zero.Init``."""
+    parameters = list(parameters)
+    if any(hasattr(p, "ds_id") for p in parameters):
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(parameters, modifier_rank=0)
+    return contextlib.nullcontext()
+
+
 def reference_points(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
     """Cell centres of an ``height×width`` grid as normalised ``(x, y)``, row-major: ``(H·W, 2)``."""
     ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
@@ -162,19 +175,20 @@ class DeformableCrossAttention(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Deformable-DETR init: zero offset weights with a radial bias pattern, uniform attention (§2.5)."""
-        init.zeros_(self.sampling_offsets.weight)
-        angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
-        directions = torch.stack([angles.cos(), angles.sin()], dim=-1)  # (heads, 2)
-        directions = directions / directions.abs().max(dim=-1, keepdim=True).values
-        scale = torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, -1, 1)
-        bias = (directions[:, None, :] * scale).flatten()
-        init.copy_(self.sampling_offsets.bias, bias.to(self.sampling_offsets.bias.device))
-        init.zeros_(self.attention_weights.weight)
-        init.zeros_(self.attention_weights.bias)
-        init.xavier_uniform_(self.value_proj.weight)
-        init.zeros_(self.value_proj.bias)
-        init.xavier_uniform_(self.output_proj.weight)
-        init.zeros_(self.output_proj.bias)
+        with gathered_for_init(self.parameters()):
+            init.zeros_(self.sampling_offsets.weight)
+            angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)
+            directions = torch.stack([angles.cos(), angles.sin()], dim=-1)  # (heads, 2)
+            directions = directions / directions.abs().max(dim=-1, keepdim=True).values
+            scale = torch.arange(1, self.num_points + 1, dtype=torch.float32).view(1, -1, 1)
+            bias = (directions[:, None, :] * scale).flatten()
+            init.copy_(self.sampling_offsets.bias, bias.to(self.sampling_offsets.bias.device))
+            init.zeros_(self.attention_weights.weight)
+            init.zeros_(self.attention_weights.bias)
+            init.xavier_uniform_(self.value_proj.weight)
+            init.zeros_(self.value_proj.bias)
+            init.xavier_uniform_(self.output_proj.weight)
+            init.zeros_(self.output_proj.bias)
 
     def forward(
         self,

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-from .deformable_attention import DeformableCrossAttention, reference_points
+from .deformable_attention import DeformableCrossAttention, gathered_for_init, reference_points
 
 
 class DropPath(nn.Module):
@@ -140,7 +140,8 @@ def init_interaction_weights(module: nn.Module) -> None:
 
 def reset_interaction_parameters(interactions: nn.Module) -> None:
     """Full interaction init: generic init everywhere, then every deformable attention re-initialised."""
-    interactions.apply(init_interaction_weights)
+    with gathered_for_init(interactions.parameters()):
+        interactions.apply(init_interaction_weights)
     for module in interactions.modules():
         if isinstance(module, DeformableCrossAttention):
             module.reset_parameters()
