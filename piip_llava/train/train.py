@@ -24,6 +24,7 @@ from piip_llava.data.preprocess import SampleError
 from piip_llava.model import PiipLlavaConfig, PiipLlavaForConditionalGeneration
 from piip_llava.model.builder import load_projector_weights
 from piip_llava.train.arguments import DataArguments, ModelArguments, TrainingArguments
+from piip_llava.train.lora import wrap_lora
 from piip_llava.train.stages import apply_tunable_parts, parameter_counts
 from piip_llava.train.trainer import JsonlLogCallback, PiipLlavaTrainer
 
@@ -91,31 +92,13 @@ def load_model(model_args: ModelArguments, training_args: TrainingArguments) -> 
     if training_args.gradient_checkpointing:
         model.config.use_cache = False
     if training_args.lora_enable:
-        from peft import LoraConfig, get_peft_model
-
-        llm_linears = sorted(
-            {
-                name.split(".")[-1]
-                for name, m in model.model.language_model.named_modules()
-                if isinstance(m, torch.nn.Linear)
-            }
+        model = wrap_lora(
+            model,
+            training_args.tunable_parts_list,
+            training_args.lora_r,
+            training_args.lora_alpha,
+            training_args.lora_dropout,
         )
-        lora = LoraConfig(
-            r=training_args.lora_r,
-            lora_alpha=training_args.lora_alpha,
-            lora_dropout=training_args.lora_dropout,
-            target_modules=[rf"model\.language_model\..*\.{name}" for name in llm_linears],
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
-        # PEFT freezes everything but the adapters: re-open the non-LLM parts that this stage trains.
-        apply_parts = [p for p in training_args.tunable_parts_list if p != "llm"]
-        base = model.get_base_model()
-        from piip_llava.train.stages import part_modules
-
-        for part in apply_parts:
-            for module in part_modules(base)[part]:
-                module.requires_grad_(True)
     return model
 
 
