@@ -10,7 +10,7 @@ TORCH := torch==2.13.0
 
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) $(TORCH) -e ".[dev]"
+	$(PIP) $(TORCH) -e ".[dev,train]"
 	touch $@
 
 install: $(VENV)/.installed-dev

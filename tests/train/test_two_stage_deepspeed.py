@@ -97,3 +97,25 @@ def test_bad_samples_reported_and_outputs_loadable(two_stages):
         report = json.loads((two_stages / stage / "skipped_samples.json").read_text())
         assert {entry["id"] for entry in report["samples"]} == {"corrupt", "missing", "malformed"}
         assert (two_stages / stage / "checkpoint-4" / "trainer_state.json").exists()
+
+
+def test_recipe_scripts_run_and_keep_the_global_batch(tmp_path):
+    """scripts/pretrain.sh and finetune.sh as a user runs them, with tiny overrides: 2 processes x 2 per device
+    and a global batch of 8, so gradient accumulation must be 2."""
+    save_tiny_model(tmp_path / "base")
+    data = write_llava_data(tmp_path / "data", count=16)
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # the venv's deepspeed launcher
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", GPUS="2", PER_DEVICE="2", GLOBAL_BATCH="8",
+               DATA=str(data), IMAGES=str(data.parent / "images"), PATH=path)  # fmt: skip
+    overrides = ["--bf16", "False", "--use_cpu", "--report_to", "none", "--num_train_epochs", "2",
+                 "--gradient_checkpointing", "False", "--dataloader_num_workers", "0"]  # fmt: skip
+    for script, model, output in [("pretrain.sh", "base", "stage1"), ("finetune.sh", "stage1", "stage2")]:
+        run_env = dict(env, MODEL=str(tmp_path / model), OUTPUT=str(tmp_path / output))
+        result = subprocess.run(["bash", str(ROOT / "scripts" / script), *overrides], cwd=tmp_path, env=run_env,
+                                capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        state = json.loads(next((tmp_path / output).glob("checkpoint-*/trainer_state.json")).read_text())
+        # 17 samples / (2 processes x 2) = 5 micro-batches per epoch = ceil(5 / 2) = 3 optimizer steps, x 2 epochs.
+        assert state["global_step"] == 6
+        args = torch.load(tmp_path / output / "training_args.bin", weights_only=False)
+        assert args.gradient_accumulation_steps == 2 and args.per_device_train_batch_size == 2
