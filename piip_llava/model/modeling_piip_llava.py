@@ -100,6 +100,12 @@ class PiipLlavaModel(PiipLlavaPreTrainedModel):
             image_features = image_outputs.pooler_output.to(inputs_embeds.device, inputs_embeds.dtype)
             mask = self.get_placeholder_mask(input_ids, inputs_embeds, image_features)
             inputs_embeds = inputs_embeds.masked_scatter(mask, image_features)
+        elif self.training and torch.is_grad_enabled():
+            # A text-only training batch still runs the tower and projector (on a zero image, weighted 0): under
+            # ZeRO-3 every module's forward is a collective, and a rank skipping it would desynchronise the others.
+            size = self.config.vision_config.image_size
+            dummy = self.get_image_features(inputs_embeds.new_zeros(1, 3, size, size)).pooler_output
+            inputs_embeds = inputs_embeds + dummy.sum().to(inputs_embeds.dtype) * 0.0
         return self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,

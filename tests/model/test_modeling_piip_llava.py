@@ -164,3 +164,21 @@ def test_full_size_7b_builds_on_meta_with_expected_shapes():
                                      ("piip-llava_convnext-l_clip-l_1024-336_7B", (1024, 1536))]}  # fmt: skip
     assert sizes == pytest.approx(expected)
     assert 40.9 <= min(sizes.values()) and max(sizes.values()) <= 44.1
+
+
+def test_text_only_training_batch_keeps_the_vision_path_in_the_graph(tiny_llava):
+    model, processor = tiny_llava
+    inputs = processor(text="USER: hello there ASSISTANT: hi</s>")
+    with torch.no_grad():
+        eval_loss = model(**inputs, labels=inputs["input_ids"]).loss
+    model.zero_grad(set_to_none=True)
+    model.train()
+    try:
+        loss = model(**inputs, labels=inputs["input_ids"]).loss
+        loss.backward()
+    finally:
+        model.eval()
+        model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(loss.detach(), eval_loss)
+    projector_grads = [p.grad for p in model.multi_modal_projector.parameters()]
+    assert all(g is not None and not g.any() for g in projector_grads)  # in the graph, with zero gradient

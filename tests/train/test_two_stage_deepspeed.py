@@ -119,3 +119,16 @@ def test_recipe_scripts_run_and_keep_the_global_batch(tmp_path):
         assert state["global_step"] == 6
         args = torch.load(tmp_path / output / "training_args.bin", weights_only=False)
         assert args.gradient_accumulation_steps == 2 and args.per_device_train_batch_size == 2
+
+
+def test_zero3_with_a_text_only_batch_on_one_rank(tmp_path):
+    """One rank gets an image sample while the other gets a text-only one, every step: without the zero-image
+    pass through the tower, ZeRO-3's per-module collectives desynchronise ("collective mismatch")."""
+    save_tiny_model(tmp_path / "base")
+    data = write_llava_data(tmp_path / "data", count=1)  # one image sample + one text-only sample
+    deepspeed_run(["--deepspeed", str(ROOT / "scripts/zero3.json"), "--model_name_or_path", "base",
+                   "--data_path", str(data), "--image_folder", str(data.parent / "images"),
+                   "--tunable_parts", "projector,vision_branches,interactions,llm", "--learning_rate", "1e-4",
+                   "--max_steps", "3", "--output_dir", "out", "--save_strategy", "no",
+                   "--per_device_train_batch_size", "1"], cwd=tmp_path)  # fmt: skip
+    assert len(losses(tmp_path / "out")) == 3
