@@ -176,9 +176,9 @@ def test_text_only_training_batch_keeps_the_vision_path_in_the_graph(tiny_llava)
     try:
         loss = model(**inputs, labels=inputs["input_ids"]).loss
         loss.backward()
+        projector_grads = [p.grad for p in model.multi_modal_projector.parameters()]
     finally:
         model.eval()
         model.zero_grad(set_to_none=True)
     torch.testing.assert_close(loss.detach(), eval_loss)
-    projector_grads = [p.grad for p in model.multi_modal_projector.parameters()]
     assert all(g is not None and not g.any() for g in projector_grads)  # in the graph, with zero gradient
