@@ -53,33 +53,6 @@ def solid_image(color=(255, 0, 0), size=(80, 56)):
 
 
 def write_llava_data(folder, bad: bool = False, count: int = 12, suffix: str = ".json"):
-    """A small LLaVA-format data file with solid-colour images; ``bad`` adds a corrupt image, a missing image and a
-    malformed record. Returns the data file path."""
-    import json
-    from pathlib import Path
+    from piip_llava.data.synthetic import write_color_dataset
 
-    from PIL import Image
-
-    folder = Path(folder)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    colors = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
-    records = []
-    for i in range(count):
-        name = list(colors)[i % 3]
-        Image.new("RGB", (48 + 8 * (i % 4), 40), colors[name]).save(folder / "images" / f"{i}.png")
-        records.append({"id": f"s{i}", "image": f"{i}.png", "conversations": [
-            {"from": "human", "value": "<image>\nWhat color is the image?"},
-            {"from": "gpt", "value": f"The image is {name}."}]})  # fmt: skip
-    text_only = [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]
-    records.append({"id": "text", "conversations": text_only})
-    if bad:
-        (folder / "images" / "corrupt.png").write_bytes(b"not a png at all")
-        records.insert(2, {"id": "corrupt", "image": "corrupt.png", "conversations": records[0]["conversations"]})
-        records.insert(5, {"id": "missing", "image": "nowhere.png", "conversations": records[0]["conversations"]})
-        records.insert(7, {"id": "malformed", "conversation": "oops"})
-    path = folder / f"data{suffix}"
-    if suffix == ".jsonl":
-        path.write_text("\n".join(json.dumps(r) for r in records) + "\n{not json\n")
-    else:
-        path.write_text(json.dumps(records))
-    return path
+    return write_color_dataset(folder, count=count, bad=bad, suffix=suffix)
