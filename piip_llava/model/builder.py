@@ -30,14 +30,19 @@ PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.", 
 
 
 def load_projector_weights(projector: torch.nn.Module, path: str | Path) -> None:
-    state = {}
-    for key, value in read_state_dict(path).items():
+    """Load a projector from a projector-only file (LLaVA's ``mm_projector.bin``, ours) or from a whole model's
+    weights (only the projector's keys are taken)."""
+    state = read_state_dict(path)
+    if any(key.startswith(PROJECTOR_PREFIXES) for key in state):
+        state = {key: value for key, value in state.items() if key.startswith(PROJECTOR_PREFIXES)}
+    renamed = {}
+    for key, value in state.items():
         for prefix in PROJECTOR_PREFIXES:
             if key.startswith(prefix):
                 key = key[len(prefix) :]
                 break
-        state[re.sub(r"^0\.", "linear_1.", re.sub(r"^2\.", "linear_2.", key))] = value
-    missing, unexpected = projector.load_state_dict(state, strict=False)
+        renamed[re.sub(r"^0\.", "linear_1.", re.sub(r"^2\.", "linear_2.", key))] = value
+    missing, unexpected = projector.load_state_dict(renamed, strict=False)
     if missing or unexpected:
         raise ValueError(f"projector weights in {path} do not fit: missing {missing[:4]}, unexpected {unexpected[:4]}")
 
