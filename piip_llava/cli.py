@@ -125,6 +125,18 @@ def _run_train(args: argparse.Namespace) -> int:
     return train(args.extra)
 
 
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    from piip_llava.eval.cli import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from piip_llava.eval.cli import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "flops": Command(
         "vision-tower FLOPs (MACs, as in the paper) and parameter counts of presets", _flops_arguments, _run_flops
@@ -135,6 +147,7 @@ COMMANDS: dict[str, Command] = {
         _run_train,
         passthrough=True,
     ),
+    "eval": Command("run, score and submit LLaVA-1.5 benchmarks (batched, resumable)", _eval_arguments, _run_eval),
     "build": Command(
         "assemble a vision tower or a whole PIIP-LLaVA from local checkpoints, or a random tiny model",
         _build_arguments,

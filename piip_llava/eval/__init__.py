@@ -1,0 +1,1 @@
+"""Evaluation: LLaVA-1.5 benchmarks (questions, batched generation, official scorers), lmms-eval plugin."""
