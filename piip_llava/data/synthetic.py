@@ -36,3 +36,25 @@ def write_color_dataset(folder: str | Path, count: int = 12, bad: bool = False, 
     else:
         path.write_text(json.dumps(records))
     return path
+
+
+def write_textvqa_set(folder: str | Path, count: int = 8) -> tuple[Path, Path, Path]:
+    """A TextVQA-format set: LLaVA's question JSONL (with the "Reference OCR token" line), the official annotation
+    JSON (10 answers each) and the images. Returns ``(questions, annotations, image_folder)``."""
+    folder = Path(folder)
+    images = folder / "train_images"
+    images.mkdir(parents=True, exist_ok=True)
+    questions, data = [], []
+    for i in range(count):
+        name = list(COLORS)[i % 3]
+        image_id = f"img{i:04d}"
+        Image.new("RGB", (40 + 4 * i, 32), COLORS[name]).save(images / f"{image_id}.jpg")
+        question = "What color is the image?" if i % 2 == 0 else "What is the main color here?"
+        text = f"{question}\nReference OCR token: {name}\nAnswer the question using a single word or phrase."
+        questions.append({"question_id": image_id, "image": f"{image_id}.jpg", "text": text})
+        data.append({"image_id": image_id, "question": question, "answers": [name] * 7 + ["colour"] * 3})
+    question_file = folder / "llava_textvqa_val_v051_ocr.jsonl"
+    question_file.write_text("\n".join(json.dumps(q) for q in questions) + "\n")
+    annotations = folder / "TextVQA_0.5.1_val.json"
+    annotations.write_text(json.dumps({"data": data}))
+    return question_file, annotations, images
