@@ -46,7 +46,7 @@ def main() -> None:
                 run_questions(model, processor, questions, answers, batch_size=batch, max_new_tokens=args.new_tokens)
                 rates[batch].append(len(questions) / (time.perf_counter() - start))
                 records = [json.loads(line) for line in answers.read_text().splitlines()]
-                outputs[batch] = {record["question_id"]: record["text"] for record in records}  # noqa: E741,E501
+                outputs[batch] = {record["question_id"]: record["text"] for record in records}
     same = outputs[1] == outputs[args.batch]
     print(f"# eval throughput ({platform.machine()}, {args.threads} threads, torch {torch.__version__})")
     print(f"tiny model, {args.questions} TextVQA-format questions, greedy, {args.new_tokens} new tokens max\n")
