@@ -10,7 +10,9 @@ TORCH := torch==2.13.0
 
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) $(TORCH) -e ".[dev,train]"
+	$(PIP) $(TORCH) -e ".[dev,train,eval]"
+	# lmms-eval pulls timm and a CUDA-only torchvision that break imports on a CPU torch (spec: environment.md).
+	$(PY) -m pip uninstall -y -q torchvision timm
 	touch $@
 
 install: $(VENV)/.installed-dev

@@ -86,3 +86,22 @@ def test_cli_run_then_score(textvqa, tmp_path, capsys):
                                  for a in answers(answers_file)))  # fmt: skip
     main(["eval", "score", "--benchmark", "textvqa", "--predictions", str(perfect), "--annotations", str(annotations)])
     assert json.loads(capsys.readouterr().out)["accuracy"] == 100.0
+
+
+def test_benchmark_script_with_two_chunks(textvqa, tmp_path):
+    """eval/textvqa.sh as a user runs it: two chunk processes, merge, score."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    assert main(["build", "--tiny", "--output", str(tmp_path / "tiny")]) == 0
+    env = dict(os.environ, GPUS="2", DATA=str(textvqa[0].parent), OUT=str(tmp_path / "answers"), HF_HUB_OFFLINE="1",
+               PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")  # fmt: skip
+    subprocess.run(["bash", str(root / "eval/textvqa.sh"), str(tmp_path / "tiny"), "--max-new-tokens", "4"],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    out = tmp_path / "answers" / "textvqa" / "tiny"
+    assert sorted(p.name for p in out.glob("2_*.jsonl")) == ["2_0.jsonl", "2_1.jsonl"]
+    assert len(answers(out / "merge.jsonl")) == 10
+    assert json.loads((out / "score.json").read_text())["samples"] == 10

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Shared by the per-benchmark scripts: one `piip-llava eval run` per GPU chunk, merge, score.
+#   BENCHMARK MODEL QUESTIONS IMAGES ANNOTATIONS [extra `eval run` flags...]
+# GPUS (default: all visible, or 1) sets the number of chunks; OUT (default eval/answers) the answers folder.
+set -euo pipefail
+BENCHMARK=$1 MODEL=$2 QUESTIONS=$3 IMAGES=$4 ANNOTATIONS=$5
+shift 5
+GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l || echo 1)}
+GPUS=$(( GPUS > 0 ? GPUS : 1 ))
+NAME=$(basename "$MODEL")
+OUT=${OUT:-eval/answers}/$BENCHMARK/$NAME
+mkdir -p "$OUT"
+for ((IDX = 0; IDX < GPUS; IDX++)); do
+    CUDA_VISIBLE_DEVICES=$IDX piip-llava eval run --benchmark "$BENCHMARK" --model-path "$MODEL" \
+        --question-file "$QUESTIONS" --image-folder "$IMAGES" --answers-file "$OUT/${GPUS}_${IDX}.jsonl" \
+        --num-chunks "$GPUS" --chunk-idx "$IDX" "$@" &
+done
+wait
+piip-llava eval merge --output "$OUT/merge.jsonl" "$OUT"/${GPUS}_*.jsonl
+piip-llava eval score --benchmark "$BENCHMARK" --predictions "$OUT/merge.jsonl" --annotations "$ANNOTATIONS" \
+    | tee "$OUT/score.json"
