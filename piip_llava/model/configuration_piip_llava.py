@@ -57,8 +57,6 @@ class PiipLlavaConfig(PreTrainedConfig):
     def image_seq_length(self) -> int:
         """Visual tokens per image: the highest-resolution branch's output grid (1024 for 512/256, 400 for 640/224)."""
         grid = self.vision_config.output_grids[-1]
-        if self.vision_config.feature_layer != -1 and not self.vision_config.branches[0].is_vit:
-            raise ValueError("feature_layer applies to ViT towers only")
         return grid * grid
 
     @property

@@ -190,13 +190,13 @@ class PiipVisionConfig(PreTrainedConfig):
         sizes = [b.image_size for b in self.branches]
         if sizes != sorted(sizes):
             raise ValueError(f"branches: image sizes must not decrease from branch 1 to the last, got {sizes}")
-        if self.feature_layer != -1 and (
-            len(self.branches) > 1 or not -self.branches[0].num_blocks <= self.feature_layer < 0
-        ):
-            raise ValueError(
-                f"feature_layer={self.feature_layer}: only a single-branch tower may pick an earlier block "
-                f"(-1 … -{self.branches[0].num_blocks})"
-            )
+        if self.feature_layer != -1:
+            branch = self.branches[0]
+            if len(self.branches) > 1 or not branch.is_vit or not -branch.num_blocks <= self.feature_layer < 0:
+                raise ValueError(
+                    f"feature_layer={self.feature_layer}: only a single-branch ViT tower may pick an earlier block "
+                    f"(-1 … -{branch.num_blocks}); a ConvNeXt's grid would change"
+                )
         if self.deform_num_heads <= 0 or self.deform_num_points <= 0:
             raise ValueError("deform_num_heads and deform_num_points must be positive")
         for b in self.branches:
