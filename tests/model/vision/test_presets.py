@@ -83,7 +83,7 @@ def test_bad_tower_config_names_the_field():
         PiipVisionConfig(branches=[])
     assert PiipVisionConfig().branches == get_tower_config("piip-llava_clip-bl_512-256_7B").branches
     with pytest.raises(ValueError, match="single-branch ViT"):
-        PiipVisionConfig(branches=[large, dict(small, image_size=64, name="c")], feature_layer=-2, deform_num_heads=4)
+        PiipVisionConfig(branches=[large, dict(large, name="c", image_size=64)], feature_layer=-2, deform_num_heads=4)
     convnext = dict(
         name="cn", backbone_type="convnext", image_size=64, interaction_ranges=[[0, 7]], backbone=CONVNEXT_B
     )
