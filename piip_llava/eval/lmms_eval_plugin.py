@@ -13,8 +13,7 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm import tqdm
 
-from piip_llava.model.conversation import get_conversation
-from piip_llava.model.processing_piip_llava import IMAGE_TOKEN
+from piip_llava.model.generation import chat_prompt, generate_answers
 
 
 def manifests():
@@ -41,15 +40,6 @@ class PiipLlava(lmms):
         self.batch_size_per_gpu = int(batch_size)
         self.template = template
 
-    def _prompt(self, context: str, image_count: int) -> str:
-        if IMAGE_TOKEN not in context:
-            context = f"{IMAGE_TOKEN}\n" * image_count + context
-        conv = get_conversation(self.template)
-        conv.append_message(conv.roles[0], context)
-        conv.append_message(conv.roles[1], None)
-        return conv.get_prompt()
-
-    @torch.inference_mode()
     def generate_until(self, requests: list[Instance]) -> list[str]:
         results = []
         for start in tqdm(range(0, len(requests), self.batch_size_per_gpu), disable=self.rank != 0):
@@ -57,21 +47,19 @@ class PiipLlava(lmms):
             prompts, images = [], []
             for context, _, doc_to_visual, doc_id, task, split in batch:
                 visuals = [v for v in doc_to_visual(self.task_dict[task][split][doc_id]) if isinstance(v, Image.Image)]
-                prompts.append(self._prompt(context, len(visuals)))
+                prompts.append(chat_prompt(context, self.template, len(visuals)))
                 images += [v.convert("RGB") for v in visuals]
-            gen_kwargs = dict(batch[0][1])  # lmms-eval groups requests by generation kwargs only in some tasks
-            until = [s for s in gen_kwargs.pop("until", []) if s]
-            temperature = float(gen_kwargs.get("temperature", 0) or 0)
-            generation = dict(max_new_tokens=int(gen_kwargs.get("max_new_tokens", 128)), do_sample=temperature > 0)
-            if temperature > 0:
-                generation.update(temperature=temperature, top_p=float(gen_kwargs.get("top_p") or 1.0))
-            inputs = self.processor(text=prompts, images=images or None).to(self.model.device)
-            output = self.model.generate(**inputs, **generation)
-            texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-            for text in texts:
-                for stop in until:
-                    text = text.split(stop)[0]
-                results.append(text.strip())
+            gen_kwargs = batch[0][1]  # lmms-eval batches requests of one task, hence one set of gen kwargs
+            results += generate_answers(
+                self.model,
+                self.processor,
+                prompts,
+                images,
+                max_new_tokens=int(gen_kwargs.get("max_new_tokens", 128)),
+                temperature=float(gen_kwargs.get("temperature") or 0),
+                top_p=float(gen_kwargs.get("top_p") or 1.0),
+                stop=[s for s in gen_kwargs.get("until", []) if s],
+            )
         return results
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:

@@ -13,11 +13,9 @@ import math
 import os
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from piip_llava.model.conversation import get_conversation
-from piip_llava.model.processing_piip_llava import IMAGE_TOKEN
+from piip_llava.model.generation import chat_prompt, generate_answers
 
 from .benchmarks import Question
 
@@ -50,26 +48,11 @@ def completed_ids(answers_file: Path) -> set[str]:
     return done
 
 
-def build_prompt(question: Question, template: str) -> str:
-    conv = get_conversation(template)
-    text = f"{IMAGE_TOKEN}\n{question.text}" if question.image is not None else question.text
-    conv.append_message(conv.roles[0], text)
-    conv.append_message(conv.roles[1], None)
-    return conv.get_prompt()
-
-
-@torch.inference_mode()
 def answer_batch(model, processor, questions: list[Question], template: str, max_new_tokens: int,
                  temperature: float = 0.0) -> list[str]:  # fmt: skip
-    prompts = [build_prompt(q, template) for q in questions]
+    prompts = [chat_prompt(q.text, template, image_count=int(q.image is not None)) for q in questions]
     images = [q.image() for q in questions if q.image is not None]
-    inputs = processor(text=prompts, images=images or None)
-    generation = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0)
-    if temperature > 0:
-        generation["temperature"] = temperature
-    output = model.generate(**inputs, **generation)
-    new_tokens = output[:, inputs["input_ids"].shape[1] :]
-    return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
+    return generate_answers(model, processor, prompts, images, max_new_tokens, temperature)
 
 
 def run_questions(

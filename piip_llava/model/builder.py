@@ -17,9 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .configuration_piip_llava import PiipLlavaConfig
 from .conversation import chat_template
 from .modeling_piip_llava import PiipLlavaForConditionalGeneration
-from .processing_piip_llava import IMAGE_TOKEN, PiipLlavaProcessor
+from .processing_piip_llava import IMAGE_TOKEN, PiipLlavaProcessor, build_processor
 from .projector import build_projector
-from .tiny import build_processor
 from .vision import PiipVisionModel, get_tower_config
 from .vision.weights import load_tower_weights, read_state_dict
 

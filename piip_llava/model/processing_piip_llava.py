@@ -14,9 +14,8 @@ from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
-
-IMAGE_TOKEN = "<image>"
+from .configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD, PiipLlavaConfig
+from .conversation import IMAGE_TOKEN, chat_template
 
 
 def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
@@ -138,3 +137,16 @@ class PiipLlavaProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values"]
+
+
+def build_processor(config: PiipLlavaConfig, tokenizer, template: str = "vicuna_v1") -> PiipLlavaProcessor:
+    """The processor matching a model config: image size, aspect mode, statistics, visual token count, template."""
+    image_processor = PiipLlavaImageProcessor(
+        size=config.image_size,
+        aspect_ratio=config.image_aspect_ratio,
+        image_mean=config.image_mean,
+        image_std=config.image_std,
+    )
+    return PiipLlavaProcessor(
+        image_processor, tokenizer, image_seq_length=config.image_seq_length, chat_template=chat_template(template)
+    )

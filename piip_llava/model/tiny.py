@@ -17,7 +17,7 @@ from transformers import AutoConfig, PreTrainedTokenizerFast
 from .configuration_piip_llava import PiipLlavaConfig
 from .conversation import CONVERSATIONS, chat_template
 from .modeling_piip_llava import PiipLlavaForConditionalGeneration
-from .processing_piip_llava import IMAGE_TOKEN, PiipLlavaImageProcessor, PiipLlavaProcessor
+from .processing_piip_llava import IMAGE_TOKEN, PiipLlavaProcessor, build_processor
 from .vision.presets import get_tower_config
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -78,18 +78,6 @@ def train_tokenizer(
         extra_special_tokens={"image_token": IMAGE_TOKEN} if with_image_token else None,
         chat_template=chat_template(template),
         padding_side="left",
-    )
-
-
-def build_processor(config: PiipLlavaConfig, tokenizer, template: str = "vicuna_v1") -> PiipLlavaProcessor:
-    image_processor = PiipLlavaImageProcessor(
-        size=config.image_size,
-        aspect_ratio=config.image_aspect_ratio,
-        image_mean=config.image_mean,
-        image_std=config.image_std,
-    )
-    return PiipLlavaProcessor(
-        image_processor, tokenizer, image_seq_length=config.image_seq_length, chat_template=chat_template(template)
     )
 
 
