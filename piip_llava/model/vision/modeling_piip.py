@@ -115,20 +115,8 @@ class PiipVisionModel(nn.Module):
             return [self.branches[0].feature_map(self.branches[0].run_blocks(states[0], 0, last))]
         for index in range(len(self.config.branches[0].interaction_ranges)):
             if self.gradient_checkpointing and self.training:
-                states = self._checkpointed_group(index, states)
+                # Non-reentrant checkpointing takes and returns the BranchState structures as they are.
+                states = checkpoint(self._run_group, index, states, use_reentrant=False)
             else:
                 states = self._run_group(index, states)
         return [branch.feature_map(state) for branch, state in zip(self.branches, states)]
-
-    def _checkpointed_group(self, index: int, states: list[BranchState]) -> list[BranchState]:
-        shapes = [(state.height, state.width) for state in states]
-
-        def run(*hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            inputs = [BranchState(h, *shape) for h, shape in zip(hidden, shapes)]
-            return tuple(state.hidden for state in self._run_group(index, inputs))
-
-        outputs = checkpoint(run, *(state.hidden for state in states), use_reentrant=False)
-        return [
-            BranchState(h, h.shape[2], h.shape[3]) if h.ndim == 4 else BranchState(h, *shapes[j])
-            for j, h in enumerate(outputs)
-        ]
