@@ -29,12 +29,16 @@ def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Im
     return canvas
 
 
+ASPECT_RATIOS = ("square", "pad", "resize")
+
+
 class PiipLlavaImageProcessor(BaseImageProcessor):
     """PIL-based preprocessing to ``(B, 3, size, size)`` float tensors.
 
     Args:
         size: output side (the last branch's image size).
-        aspect_ratio: ``square`` (resize + center crop) or ``pad`` (expand to square with the mean colour, then resize).
+        aspect_ratio: ``square`` (resize + center crop), ``pad`` (expand to square with the mean colour, then resize)
+            or ``resize`` (stretch to a square, as the LLaVA web demo's "Resize" mode).
         image_mean, image_std: normalisation (ImageNet for PIIP towers; CLIP's for the LLaVA-1.5 baseline).
     """
 
@@ -49,8 +53,8 @@ class PiipLlavaImageProcessor(BaseImageProcessor):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if aspect_ratio not in ("square", "pad"):
-            raise ValueError(f"aspect_ratio={aspect_ratio!r} is not one of ('square', 'pad')")
+        if aspect_ratio not in ASPECT_RATIOS:
+            raise ValueError(f"aspect_ratio={aspect_ratio!r} is not one of {ASPECT_RATIOS}")
         self.size = size
         self.aspect_ratio = aspect_ratio
         self.image_mean = list(image_mean or IMAGENET_MEAN)
@@ -60,6 +64,8 @@ class PiipLlavaImageProcessor(BaseImageProcessor):
         image = image.convert("RGB")
         if self.aspect_ratio == "pad":
             image = expand_to_square(image, tuple(int(255 * m) for m in self.image_mean))
+            image = image.resize((self.size, self.size), Image.BICUBIC)
+        elif self.aspect_ratio == "resize":
             image = image.resize((self.size, self.size), Image.BICUBIC)
         else:
             width, height = image.size

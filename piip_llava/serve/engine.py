@@ -1,0 +1,356 @@
+"""Batched streaming generation for serving.
+
+Concurrent requests are grouped by a background thread into one ``model.generate`` call (dynamic batching: requests
+that arrive within ``batch_wait`` seconds of each other and share sampling settings run together, left-padded).
+``transformers``' continuous-batching manager works on text-only ``input_ids`` and cannot take image features,
+and its ``TextIteratorStreamer`` streams batch size 1 only, so the per-row work lives in :class:`RowTracker`, a
+``StoppingCriteria`` that ``generate`` calls after every step with the new tokens of all rows: it detokenises each
+row incrementally, applies stop strings, per-row token limits and client cancellation, emits text deltas and tells
+``generate`` which rows are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import StoppingCriteria
+
+from ..model.conversation import IMAGE_TOKEN
+from .media import MediaPolicy, decode_base64, decode_image
+from .protocol import ApiError, GenerateRequest
+
+logger = logging.getLogger(__name__)
+
+Event = dict
+# The web demo's aspect modes -> the image processor's.
+ASPECT_MODES = {"crop": "square", "resize": "resize", "pad": "pad"}
+
+
+@dataclass
+class Job:
+    """One prepared request: its tensors, limits and where its events go."""
+
+    inputs: dict
+    prompt_tokens: int
+    max_new_tokens: int
+    sampling: tuple  # (temperature, top_p, ignore_eos): rows in one batch share it
+    stop: list[str]
+    emit: Callable[[Event], None]
+    tokens: list[int] = field(default_factory=list)
+    sent: str = ""
+    done: bool = False
+    cancelled: bool = False
+
+    def finish(self, reason: str) -> None:
+        self.done = True
+        usage = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": len(self.tokens),
+            "total_tokens": self.prompt_tokens + len(self.tokens),
+        }
+        self.emit({"finish_reason": reason, "usage": usage})
+
+    def fail(self, error: ApiError) -> None:
+        self.done = True
+        self.emit(error.body())
+
+
+class RowTracker(StoppingCriteria):
+    """Per-row streaming and stopping inside one batched ``generate`` (see the module docstring)."""
+
+    def __init__(self, jobs: list[Job], tokenizer, eos_token_ids: set[int]) -> None:
+        self.jobs, self.tokenizer, self.eos_token_ids = jobs, tokenizer, eos_token_ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        for job, token in zip(self.jobs, input_ids[:, -1].tolist()):
+            if not job.done:
+                self._advance(job, token)
+        return torch.tensor([job.done for job in self.jobs], dtype=torch.bool, device=input_ids.device)
+
+    def _advance(self, job: Job, token: int) -> None:
+        if job.cancelled:
+            job.done = True
+            return
+        if token in self.eos_token_ids:
+            job.finish("stop")
+            return
+        job.tokens.append(token)
+        text = self.tokenizer.decode(job.tokens, skip_special_tokens=True).lstrip()
+        at_limit = len(job.tokens) >= job.max_new_tokens
+        for stop in job.stop:
+            index = text.find(stop, max(0, len(job.sent) - len(stop)))
+            if index >= 0:
+                self._send(job, text[:index])
+                job.finish("stop")
+                return
+        if at_limit:
+            self._send(job, text)
+            job.finish("length")
+        elif not text.endswith("\ufffd"):  # an incomplete UTF-8 sequence waits for its next byte
+            # Hold back what could still become the start of a stop string.
+            hold = max((len(stop) - 1 for stop in job.stop), default=0)
+            self._send(job, text[: len(text) - hold])
+
+    @staticmethod
+    def _send(job: Job, text: str) -> None:
+        if len(text) > len(job.sent) and text.startswith(job.sent):
+            job.emit({"text": text[len(job.sent) :]})
+            job.sent = text
+
+
+class GenerationEngine:
+    """A model, its processor and the batching thread.
+
+    Args:
+        model: a ``PiipLlavaForConditionalGeneration`` in eval mode.
+        processor: its ``PiipLlavaProcessor`` (with the chat template).
+        model_name: the name clients ask for.
+        max_batch_size: most requests in one ``generate`` call.
+        batch_wait: seconds to wait for more requests after the first one arrives.
+        default_max_new_tokens: used when a request gives no limit (capped by the context).
+        media: image limits (:class:`MediaPolicy`).
+    """
+
+    def __init__(
+        self,
+        model,
+        processor,
+        model_name: str,
+        max_batch_size: int = 8,
+        batch_wait: float = 0.01,
+        default_max_new_tokens: int = 512,
+        media: MediaPolicy | None = None,
+    ) -> None:
+        self.model, self.processor, self.model_name = model, processor, model_name
+        self.tokenizer = processor.tokenizer
+        self.max_batch_size, self.batch_wait = max_batch_size, batch_wait
+        self.default_max_new_tokens = default_max_new_tokens
+        self.media = media or MediaPolicy()
+        self.context_length = model.config.text_config.max_position_embeddings
+        eos = model.generation_config.eos_token_id
+        self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
+        self._image_processors = {}
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers raise "Already borrowed" if used concurrently
+        self._pending: deque[Job] = deque()
+        self._running = 0
+        self._condition = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="generation-engine", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_pretrained(cls, model_path: str, device: str = "cpu", dtype: str = "float32", **kwargs):
+        from transformers import AutoProcessor
+
+        from ..model import PiipLlavaForConditionalGeneration
+
+        model = PiipLlavaForConditionalGeneration.from_pretrained(model_path, dtype=getattr(torch, dtype))
+        processor = AutoProcessor.from_pretrained(model_path)
+        return cls(model.to(device).eval(), processor, **kwargs)
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._pending) + self._running
+
+    def close(self) -> None:
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Request preparation (runs in the caller's thread)
+
+    def prepare(self, request: GenerateRequest, emit: Callable[[Event], None]) -> Job:
+        """Validate and tokenise a request; :class:`ApiError` for anything a client did wrong."""
+        messages, images = self._chat_messages(request)
+        if request.messages[-1].role != "user":
+            raise ApiError("the last message must come from the user", param="messages")
+        image_processor = self._image_processor(request.image_aspect_ratio)
+        with self._tokenizer_lock:
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            encoding = self.tokenizer(self.processor.expand_image_tokens(prompt), return_tensors="pt")
+        inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
+        if images:
+            inputs["pixel_values"] = image_processor(images, return_tensors="pt")["pixel_values"]
+        prompt_tokens = inputs["input_ids"].shape[1]
+        room = self.context_length - prompt_tokens
+        if room < 1:
+            raise ApiError(
+                f"the prompt is {prompt_tokens} tokens (images count {self.processor.image_seq_length} each); this "
+                f"model's context is {self.context_length} tokens",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        if request.max_new_tokens is not None and request.max_new_tokens > room:
+            raise ApiError(
+                f"this model's context is {self.context_length} tokens; you asked for {prompt_tokens} in the messages "
+                f"+ {request.max_new_tokens} in the completion",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        max_new_tokens = request.max_new_tokens or min(self.default_max_new_tokens, room)
+        sampling = (request.temperature, request.top_p if request.temperature > 0 else 1.0, request.ignore_eos)
+        return Job(inputs, prompt_tokens, max_new_tokens, sampling, list(request.stop), emit)
+
+    def _chat_messages(self, request: GenerateRequest) -> tuple[list[dict], list]:
+        """Worker messages -> chat-template messages (image parts become ``{"type": "image"}``) + decoded images."""
+        messages, images = [], []
+        for index, message in enumerate(request.messages):
+            param = f"messages[{index}].content"
+            parts = [{"type": "text", "text": message.content}] if isinstance(message.content, str) else []
+            for part in [] if isinstance(message.content, str) else message.content:
+                if part.type == "text":
+                    parts.append({"type": "text", "text": part.text})
+                    continue
+                if message.role != "user":
+                    raise ApiError(f"images are accepted in user messages only, not {message.role!r}", param=param)
+                if len(images) == self.media.max_images:
+                    raise ApiError(f"at most {self.media.max_images} images per request", param=param)
+                images.append(decode_image(decode_base64(part.image, param), self.media, param))
+                parts.append({"type": "image"})
+            if any(IMAGE_TOKEN in part.get("text", "") for part in parts):
+                raise ApiError(f"text must not contain {IMAGE_TOKEN!r}: send images as image parts", param=param)
+            if message.role == "system":
+                if index != 0:
+                    raise ApiError("a system message must come first", param="messages")
+                messages.append({"role": "system", "content": "".join(part["text"] for part in parts)})
+            else:
+                messages.append({"role": message.role, "content": parts})
+        return messages, images
+
+    def _image_processor(self, aspect: str | None):
+        if aspect is None:
+            return self.processor.image_processor
+        if aspect not in self._image_processors:
+            image_processor = copy.copy(self.processor.image_processor)
+            image_processor.aspect_ratio = ASPECT_MODES[aspect]
+            self._image_processors[aspect] = image_processor
+        return self._image_processors[aspect]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Client side
+
+    async def open_stream(self, request: GenerateRequest) -> AsyncIterator[Event]:
+        """Validate (raising :class:`ApiError` before anything streams) and queue a request; returns its events."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        job = await asyncio.to_thread(
+            self.prepare, request, lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
+        )
+        self._submit(job)
+        return self._drain(job, events)
+
+    async def _drain(self, job: Job, events: asyncio.Queue) -> AsyncIterator[Event]:
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if "text" not in event:
+                    return
+        finally:
+            job.cancelled = True  # the client went away (or finished): free its row
+
+    def stream(self, request: GenerateRequest) -> Iterator[Event]:
+        """Blocking version of :meth:`open_stream` (CLI chat)."""
+        events: queue.Queue = queue.Queue()
+        job = self.prepare(request, events.put)
+        self._submit(job)
+        try:
+            while True:
+                event = events.get()
+                yield event
+                if "text" not in event:
+                    return
+        finally:
+            job.cancelled = True
+
+    def _submit(self, job: Job) -> None:
+        with self._condition:
+            self._pending.append(job)
+            self._condition.notify()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Batching thread
+
+    def _loop(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending and not self._closed:
+                    self._condition.wait()
+                if self._closed:
+                    return
+                deadline = time.monotonic() + self.batch_wait
+                while len(self._pending) < self.max_batch_size and (wait := deadline - time.monotonic()) > 0:
+                    self._condition.wait(wait)
+                batch = self._take_batch()
+                self._running = len(batch)
+            try:
+                self._run(batch)
+            except Exception as error:  # a failed batch fails its requests, never the worker
+                logger.exception("generation failed")
+                failure = ApiError(f"generation failed: {type(error).__name__}: {error}", 500, "server_error")
+                for job in batch:
+                    if not job.done:
+                        job.fail(failure)
+            finally:
+                with self._condition:
+                    self._running = 0
+
+    def _take_batch(self) -> list[Job]:
+        first = self._pending.popleft()
+        batch, rest = [first], deque()
+        while self._pending:
+            job = self._pending.popleft()
+            (batch if job.sampling == first.sampling and len(batch) < self.max_batch_size else rest).append(job)
+        self._pending = rest
+        return [job for job in batch if not job.cancelled]
+
+    @torch.inference_mode()
+    def _run(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        inputs = self._collate(jobs)
+        temperature, top_p, ignore_eos = jobs[0].sampling
+        generation = dict(max_new_tokens=max(job.max_new_tokens for job in jobs), do_sample=temperature > 0)
+        if temperature > 0:
+            generation.update(temperature=temperature, top_p=top_p)
+        if ignore_eos:
+            generation.update(suppress_tokens=sorted(self.eos_token_ids))
+        tracker = RowTracker(jobs, self.tokenizer, set() if ignore_eos else self.eos_token_ids)
+        self.model.generate(
+            **inputs, **generation, stopping_criteria=[tracker], pad_token_id=self.tokenizer.pad_token_id
+        )
+        for job in jobs:
+            if not job.done:  # generate stopped on its own criteria (e.g. max length)
+                job.finish("length")
+
+    def _collate(self, jobs: list[Job]) -> dict:
+        """Left-pad the rows; images concatenated in row order (the order of their image tokens)."""
+        length = max(job.prompt_tokens for job in jobs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(jobs), length), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(jobs), length), dtype=torch.long)
+        for row, job in enumerate(jobs):
+            input_ids[row, length - job.prompt_tokens :] = job.inputs["input_ids"][0]
+            attention_mask[row, length - job.prompt_tokens :] = job.inputs["attention_mask"][0]
+        batch = {"input_ids": input_ids.to(self.model.device), "attention_mask": attention_mask.to(self.model.device)}
+        pixels = [job.inputs["pixel_values"] for job in jobs if "pixel_values" in job.inputs]
+        if pixels:
+            batch["pixel_values"] = torch.cat(pixels).to(self.model.device, self.model.dtype)
+        return batch
+
+
+def encode_image_file(path: str) -> str:
+    """Base64 of an image file, as :class:`~piip_llava.serve.protocol.WorkerImagePart` carries it."""
+    with open(path, "rb") as handle:
+        return base64.b64encode(handle.read()).decode()
