@@ -80,7 +80,9 @@ def controller_service(port: int, log_dir: Path, expiration: float = 30.0) -> Se
 
 def worker_service(model_path: str, port: int, controller: str, log_dir: Path, *extra: str) -> Service:
     command = _module("model_worker", "--model-path", model_path, "--port", port, "--controller-address", controller)
-    return Service(f"worker:{port}", [*command, *extra], f"http://127.0.0.1:{port}/health", log_dir / f"worker-{port}.log")
+    return Service(
+        f"worker:{port}", [*command, *extra], f"http://127.0.0.1:{port}/health", log_dir / f"worker-{port}.log"
+    )
 
 
 def api_service(port: int, controller: str, log_dir: Path, *extra: str) -> Service:
