@@ -104,10 +104,14 @@ def test_validation_errors(engine):
         engine.prepare(_request("look: <image>"), print)
     with pytest.raises(ApiError, match="last message"):
         engine.prepare(
-            GenerateRequest(model="tiny", messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]),
+            GenerateRequest(
+                model="tiny", messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+            ),
             print,
         )
-    bad = GenerateRequest(model="tiny", messages=[{"role": "user", "content": [{"type": "image", "image": "aGVsbG8="}]}])
+    bad = GenerateRequest(
+        model="tiny", messages=[{"role": "user", "content": [{"type": "image", "image": "aGVsbG8="}]}]
+    )
     with pytest.raises(ApiError, match="decode the image"):
         engine.prepare(bad, print)
 
