@@ -10,9 +10,15 @@ TORCH := torch==2.13.0
 
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) $(TORCH) -e ".[dev,train,eval]"
+	$(PIP) $(TORCH) -e ".[dev,train,eval,serve]"
 	# lmms-eval pulls timm and a CUDA-only torchvision that break imports on a CPU torch (spec: environment.md).
 	$(PY) -m pip uninstall -y -q torchvision timm
+	touch $@
+
+# Browser tests drive Debian's Chromium with Playwright (never `playwright install`: no downloads at run time).
+$(VENV)/.installed-browser: $(VENV)/.installed-dev
+	command -v chromium >/dev/null || (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) \
+		|| echo "warning: could not install chromium; browser tests will be skipped"
 	touch $@
 
 install: $(VENV)/.installed-dev
@@ -25,7 +31,7 @@ format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint
+test: lint $(VENV)/.installed-browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 demo:

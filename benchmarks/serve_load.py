@@ -1,0 +1,142 @@
+"""Load on the OpenAI-compatible API (loopback only): a burst of concurrent streamed requests with an image, and
+decode throughput of 8 concurrent streams against one stream.
+
+Starts controller + one worker + the API for a tiny random model (or a model dir given with --model-path) as real
+processes, unless --api-url points at a running server. Decode tok/s of a run = completion tokens / (last stream's
+end - first stream's first token); every stream generates exactly --new-tokens tokens (``ignore_eos``).
+
+    python benchmarks/serve_load.py [--requests 64] [--new-tokens 128] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import platform
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import openai
+from PIL import Image
+
+MODEL = "tiny"
+
+
+def image_url(index: int) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 64), (37 * index % 256, 120, 200)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+async def one_stream(client, model: str, index: int, new_tokens: int, ignore_eos: bool) -> dict:
+    start = time.perf_counter()
+    first, tokens = None, 0
+    content = [
+        {"type": "text", "text": f"Describe picture {index}."},
+        {"type": "image_url", "image_url": {"url": image_url(index)}},
+    ]
+    stream = await client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=new_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": ignore_eos},
+    )
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content and first is None:
+            first = time.perf_counter()
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+    return {"start": start, "first": first or time.perf_counter(), "end": time.perf_counter(), "tokens": tokens}
+
+
+async def burst(client, model: str, requests: int, new_tokens: int) -> tuple[list[dict], list[str]]:
+    async def guarded(index):
+        try:
+            return await one_stream(client, model, index, new_tokens, ignore_eos=False)
+        except Exception as error:  # counted as a failure, the burst goes on
+            return error
+
+    results = await asyncio.gather(*(guarded(i) for i in range(requests)))
+    return [r for r in results if isinstance(r, dict)], [repr(r) for r in results if not isinstance(r, dict)]
+
+
+async def decode_rate(client, model: str, streams: int, new_tokens: int) -> float:
+    runs = await asyncio.gather(*(one_stream(client, model, i, new_tokens, ignore_eos=True) for i in range(streams)))
+    assert all(run["tokens"] == new_tokens for run in runs), [run["tokens"] for run in runs]
+    return sum(run["tokens"] for run in runs) / (max(r["end"] for r in runs) - min(r["first"] for r in runs))
+
+
+def start_stack(stack: ExitStack, model_path: str | None, max_batch_size: int) -> tuple[str, str]:
+    import os
+
+    from piip_llava.serve.launch import api_service, controller_service, free_port, wait_for_model, worker_service
+
+    if model_path is None:
+        from piip_llava.model.tiny import save_tiny_model
+
+        model_path = str(save_tiny_model(Path(stack.enter_context(tempfile.TemporaryDirectory())) / MODEL))
+    logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    controller_port, worker_port, api_port = free_port(), free_port(), free_port()
+    controller = f"http://127.0.0.1:{controller_port}"
+    services = [
+        controller_service(controller_port, logs),
+        worker_service(model_path, worker_port, controller, logs, "--max-batch-size", str(max_batch_size)),
+        api_service(api_port, controller, logs),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for service in services:
+        stack.callback(service.stop)
+        service.start(env).wait_ready()
+    name = Path(model_path).resolve().name
+    wait_for_model(controller, name)
+    return f"http://127.0.0.1:{api_port}/v1", name
+
+
+async def run(args, api_url: str, model: str) -> None:
+    client = openai.AsyncOpenAI(base_url=api_url, api_key="none", max_retries=0, timeout=600)
+    await decode_rate(client, model, 2, 8)  # warm-up
+    ok, failures = await burst(client, model, args.requests, 32)
+    wall = max(r["end"] for r in ok) - min(r["start"] for r in ok) if ok else float("nan")
+    latency = sorted(r["end"] - r["start"] for r in ok)
+    print(f"\n## burst: {args.requests} concurrent streamed requests with an image (max_tokens 32)\n")
+    print(f"- failures: {len(failures)}" + (f" ({failures[:3]})" if failures else ""))
+    print(f"- wall {wall:.2f} s; latency p50 {statistics.median(latency):.2f} s, max {latency[-1]:.2f} s")
+    print(f"\n## decode throughput, {args.new_tokens} tokens per stream (each repeat: 1 stream, then 8)\n")
+    print("| repeat | 1 stream tok/s | 8 streams tok/s (aggregate) | ratio |\n|---|---|---|---|")
+    ratios = []
+    for repeat in range(args.repeats):
+        single = await decode_rate(client, model, 1, args.new_tokens)
+        eight = await decode_rate(client, model, 8, args.new_tokens)
+        ratios.append(eight / single)
+        print(f"| {repeat + 1} | {single:.0f} | {eight:.0f} | {eight / single:.2f}x |")
+    print(f"\nmedian ratio 8 streams / 1 stream: {statistics.median(ratios):.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--api-url", help="a running server's base URL (.../v1); default: start one")
+    parser.add_argument("--model", default=MODEL, help="model name with --api-url")
+    parser.add_argument("--model-path", help="model dir to serve (default: a tiny random model)")
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    args = parser.parse_args()
+    print(f"# serve load ({platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()})")
+    with ExitStack() as stack:
+        if args.api_url:
+            api_url, model = args.api_url, args.model
+        else:
+            api_url, model = start_stack(stack, args.model_path, args.max_batch_size)
+        asyncio.run(run(args, api_url, model))
+
+
+if __name__ == "__main__":
+    main()
