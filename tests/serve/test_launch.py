@@ -1,0 +1,45 @@
+"""`bash serve/launch_local.sh MODEL_DIR`: the one-line local stack comes up, answers, and Ctrl-C stops it all."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from piip_llava.serve.launch import free_port
+from tests.serve.conftest import MODEL_NAME
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_launch_local_script(served_model_dir, tmp_path):
+    ports = {name: free_port() for name in ("controller", "worker", "api")}
+    command = [
+        "bash", "serve/launch_local.sh", served_model_dir, "--no-web", "--log-dir", str(tmp_path),
+        "--controller-port", str(ports["controller"]), "--worker-port", str(ports["worker"]),
+        "--api-port", str(ports["api"]),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while not any("Ctrl-C" in line for line in lines):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(lines)
+            lines.append(process.stderr.readline())
+        assert any(f"http://127.0.0.1:{ports['api']}/v1" in line for line in lines)
+        api = f"http://127.0.0.1:{ports['api']}"
+        body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        assert httpx.post(f"{api}/v1/chat/completions", json=body, timeout=60).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    for port in ports.values():  # every service is gone
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            raise AssertionError(f"port {port} still answers")
+        except httpx.ConnectError:
+            pass
