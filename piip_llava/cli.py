@@ -137,6 +137,22 @@ def _run_eval(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    from piip_llava.convert.cli import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from piip_llava.convert.cli import run
+
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
 COMMANDS: dict[str, Command] = {
     "flops": Command(
         "vision-tower FLOPs (MACs, as in the paper) and parameter counts of presets", _flops_arguments, _run_flops
@@ -152,6 +168,11 @@ COMMANDS: dict[str, Command] = {
         "assemble a vision tower or a whole PIIP-LLaVA from local checkpoints, or a random tiny model",
         _build_arguments,
         _run_build,
+    ),
+    "convert": Command(
+        "convert official PIIP-LLaVA / LLaVA-1.5 checkpoints to ours, or export the baseline to HF Llava",
+        _convert_arguments,
+        _run_convert,
     ),
 }
 
