@@ -2,7 +2,7 @@
 
 The conversation is rendered by the template into ``(text, is_target)`` segments, every ``<image>`` is expanded to
 the tower's visual token count, the *whole* string is tokenised once (as at inference), and a token is a target
-when its first character lies inside a target segment (offset mapping). There is no per-turn length arithmetic,
+when its last character lies inside a target segment (offset mapping). There is no per-turn length arithmetic,
 so no "tokenization mismatch" path.
 """
 
@@ -80,8 +80,10 @@ def tokenize_conversation(
     ends = torch.tensor([end for start, end in encoding["offset_mapping"]], dtype=torch.long)
     is_target = torch.zeros(len(input_ids), dtype=torch.bool)
     for span_start, span_end in target_spans:
+        # A token is a target when its *last* character is: byte-level BPE and SentencePiece fold the space
+        # before an answer into its first token (" kite"), whose first character belongs to "ASSISTANT: ".
         # Special tokens added by the tokenizer (BOS) have empty spans and are never targets.
-        is_target |= (starts >= span_start) & (starts < span_end) & (ends > starts)
+        is_target |= (ends > span_start) & (ends <= span_end) & (ends > starts)
     labels = torch.where(is_target, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     if len(input_ids) > max_length:
         image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)

@@ -77,3 +77,14 @@ def test_bad_conversations_raise_sample_errors(tiny_llava):
         tokenize_conversation(CONVERSATION, tokenizer, "vicuna_v1", 16, 1, 40)
     truncated = tokenize_conversation(CONVERSATION, tokenizer, "vicuna_v1", 16, 1, 80)
     assert len(truncated.input_ids) == 80 and torch.equal(truncated.labels[:5], torch.full((5,), IGNORE_INDEX))
+
+
+def test_an_answer_token_that_carries_the_leading_space_is_a_target(tiny_llava):
+    # Byte-level BPE folds the space after "ASSISTANT:" into the answer's first token (" kite"); it must get loss,
+    # or one-word answers are never learned (only their </s> would be).
+    _, processor = tiny_llava
+    tokenizer = processor.tokenizer
+    answer = [{"from": "human", "value": "<image>\nWhat word is written?"}, {"from": "gpt", "value": "kite"}]
+    sample = tokenize_conversation(answer, tokenizer, "vicuna_v1", 16, 1, 4096)
+    assert tokenizer.convert_ids_to_tokens(sample.input_ids[-2:].tolist()) == ["Ġkite", "</s>"]
+    assert target_text(sample, tokenizer) == [" kite</s>"]
