@@ -5,7 +5,7 @@
 set -euo pipefail
 BENCHMARK=$1 MODEL=$2 QUESTIONS=$3 IMAGES=$4 ANNOTATIONS=$5
 shift 5
-GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l || echo 1)}
+GPUS=${GPUS:-$( (nvidia-smi -L 2>/dev/null || true) | wc -l)}
 GPUS=$(( GPUS > 0 ? GPUS : 1 ))
 NAME=$(basename "$MODEL")
 OUT=${OUT:-eval/answers}/$BENCHMARK/$NAME
