@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -153,6 +154,35 @@ def _run_convert(args: argparse.Namespace) -> int:
         return 2
 
 
+# `piip-llava serve ROLE ...`: each role is a module with its own flags (`piip-llava serve api --help`).
+SERVE_ROLES = {
+    "controller": "controller",
+    "worker": "model_worker",
+    "api": "openai_api",
+    "web": "gradio_web_server",
+    "local": "launch",
+}
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("role", choices=list(SERVE_ROLES), help="local = all of them for one model on this machine")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    module = importlib.import_module(f"piip_llava.serve.{SERVE_ROLES[args.role]}")
+    return module.main(args.extra) or 0
+
+
+def _chat_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags go to piip_llava.serve.cli (`piip-llava chat --help`)."""
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    from piip_llava.serve.cli import main as chat
+
+    return chat(args.extra) or 0
+
+
 COMMANDS: dict[str, Command] = {
     "flops": Command(
         "vision-tower FLOPs (MACs, as in the paper) and parameter counts of presets", _flops_arguments, _run_flops
@@ -169,6 +199,13 @@ COMMANDS: dict[str, Command] = {
         _build_arguments,
         _run_build,
     ),
+    "serve": Command(
+        "serving stack: controller, model worker, OpenAI API, Gradio web demo, or all locally",
+        _serve_arguments,
+        _run_serve,
+        passthrough=True,
+    ),
+    "chat": Command("chat with a model in the terminal (streaming, multi-turn)", _chat_arguments, _run_chat, True),
     "convert": Command(
         "convert official PIIP-LLaVA / LLaVA-1.5 checkpoints to ours, or export the baseline to HF Llava",
         _convert_arguments,

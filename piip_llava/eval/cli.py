@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--chunk-idx", type=int, default=0)
     run.add_argument("--single-round", action="store_true", help="MMBench: one round instead of all circular rounds")
     run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    run.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    run.add_argument("--device", help="default: cuda when available, else cpu")
     score = actions.add_parser("score", help="score an answers JSONL (any model's) and print JSON")
     score.add_argument("--benchmark", required=True, choices=list(BENCHMARKS))
     score.add_argument("--predictions", required=True)
@@ -38,12 +38,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     submit.add_argument("--predictions", required=True)
     submit.add_argument("--questions", help="MMBench TSV / VQAv2 question JSONL")
     submit.add_argument("--output", required=True)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,7 +82,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         questions = benchmark.load(args.question_file, args.image_folder)
     questions = chunk(questions, args.num_chunks, args.chunk_idx)
     model = PiipLlavaForConditionalGeneration.from_pretrained(args.model_path, dtype=getattr(torch, args.dtype))
-    model = model.to(args.device).eval()
+    model = model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
     processor = AutoProcessor.from_pretrained(args.model_path)
     max_new_tokens = args.max_new_tokens or benchmark.max_new_tokens
     run_questions(model, processor, questions, args.answers_file, args.template, args.batch_size, max_new_tokens,
