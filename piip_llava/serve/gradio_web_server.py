@@ -15,6 +15,7 @@ worker applies the model's own chat template).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import io
@@ -59,6 +60,7 @@ class ChatState:
     model: str | None = None  # the model of the latest answer
     answer_start: float | None = None  # set from the start of an answer until it is logged
     streaming: bool = False  # an answer is running (a second Send or Regenerate meanwhile is ignored)
+    skipped_answers: int = 0  # chains whose answer step did nothing: their finish step must do nothing either
     finish_reason: str | None = None
     parameters: dict = field(default_factory=dict)
 
@@ -177,16 +179,17 @@ class WebDemo:
             gr.Warning("The answer is still coming: wait for it or press Stop.")
             return _unchanged(3 + len(FEEDBACK) + 1)
         text = (text or "").strip()
-        if text:
-            if image is not None:
-                rgb = image.convert("RGB")
-                digest = hashlib.md5(rgb.tobytes()).hexdigest()
-                if digest != state.image_hash:
-                    state = ChatState(image_b64=encode_for_worker(rgb), image_hash=digest)
-                    state.image_path = str(self._save_image(rgb, digest))
-            limit = MAX_TEXT_CHARS_WITH_IMAGE if state.image_hash else MAX_TEXT_CHARS
-            state.messages.append({"role": "user", "content": text[:limit]})
-            state.aspect = ASPECT_MODES[aspect]
+        if not text:
+            return _unchanged(3 + len(FEEDBACK) + 1)
+        if image is not None:
+            rgb = image.convert("RGB")
+            digest = hashlib.md5(rgb.tobytes()).hexdigest()
+            if digest != state.image_hash:
+                state = ChatState(image_b64=encode_for_worker(rgb), image_hash=digest)
+                state.image_path = str(self._save_image(rgb, digest))
+        limit = MAX_TEXT_CHARS_WITH_IMAGE if state.image_hash else MAX_TEXT_CHARS
+        state.messages.append({"role": "user", "content": text[:limit]})
+        state.aspect = ASPECT_MODES[aspect]
         return state, state.chatbot(), "", *_buttons(False)
 
     def regenerate(self, state: ChatState, aspect: str):
@@ -203,7 +206,8 @@ class WebDemo:
     ) -> AsyncIterator[tuple]:
         """Stream the answer to the last user turn into the chat (errors end up in it as readable text)."""
         if state.streaming or not state.messages or state.messages[-1]["role"] != "user":
-            yield _unchanged(2)  # nothing to answer (empty text), or an answer is already running
+            state.skipped_answers += 1  # nothing to answer (empty text), or an answer is already running
+            yield _unchanged(2)
             return
         payload = {
             "model": model,
@@ -219,9 +223,9 @@ class WebDemo:
         state.parameters = {key: payload[key] for key in ("temperature", "top_p", "max_new_tokens")}
         state.parameters["image_aspect_ratio"] = state.aspect
         state.streaming = True
-        yield state, state.chatbot(streaming=True)
-        shown = time.monotonic()
         try:
+            yield state, state.chatbot(streaming=True)
+            shown = time.monotonic()
             if not model:
                 raise ApiError("no model is selected (is a model worker running? reload the page to refresh)")
             async for event in self._worker_events(payload):
@@ -237,7 +241,7 @@ class WebDemo:
         except ApiError as error:
             reply["error"], state.finish_reason = error.message, "error"
         finally:
-            state.streaming = False  # also when Stop cancels this coroutine
+            state.streaming = False  # also when Stop cancels this coroutine (or Gradio closes it at a yield)
         yield state, state.chatbot()
 
     async def _worker_events(self, payload: dict) -> AsyncIterator[dict]:
@@ -276,10 +280,15 @@ class WebDemo:
             except httpx.HTTPError as error:
                 raise ApiError(f"lost the worker at {address} ({type(error).__name__}: {error})") from error
 
-    def finish(self, state: ChatState, request: gr.Request):
+    async def finish(self, state: ChatState, request: gr.Request):
         """After an answer, also one that Stop cancelled: log it, drop the cursor, enable the feedback buttons."""
-        if state.streaming:  # this chain's answer was skipped: another one is still running
+        if state.skipped_answers:
+            state.skipped_answers -= 1
             return _unchanged(2 + len(FEEDBACK) + 1)
+        for _ in range(200):  # Gradio closes a cancelled answer before it reports the cancel; be sure anyway
+            if not state.streaming:
+                break
+            await asyncio.sleep(0.01)
         if state.answer_start is not None:
             self._log_chat(state, request)
         answered = bool(state.messages) and state.messages[-1]["role"] == "assistant"  # failed answers too
@@ -341,7 +350,9 @@ class WebDemo:
                         elem_id="aspect-mode",
                     )  # fmt: skip
                     with gr.Accordion("Parameters", open=False, elem_id="parameters"):
-                        temperature = gr.Slider(0.0, 1.0, value=0.2, step=0.1, label="Temperature")
+                        temperature = gr.Slider(
+                            0.0, 1.0, value=0.2, step=0.1, label="Temperature", elem_id="temperature"
+                        )
                         top_p = gr.Slider(0.0, 1.0, value=0.7, step=0.1, label="Top P")
                         max_tokens = gr.Slider(
                             16, 1024, value=512, step=16, label="Max output tokens", elem_id="max-tokens"

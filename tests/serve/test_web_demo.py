@@ -94,6 +94,26 @@ async def _answer_updates(demo: WebDemo, state: ChatState, model: str | None) ->
     return [update async for update in demo.answer(state, model, 0.2, 0.7, 16)]
 
 
+def test_a_second_send_while_an_answer_streams_changes_nothing(tmp_path):
+    demo = _demo(tmp_path)
+    state, *_ = demo.add_text(ChatState(), "first", None, "Default")
+    state.messages.append({"role": "assistant", "content": "half an ans"})
+    state.streaming, state.answer_start = True, time.time()  # as while `answer` streams
+    unchanged = {"__type__": "update"}
+    with pytest.warns(UserWarning, match="still coming"):
+        assert all(output == unchanged for output in demo.add_text(state, "second", None, "Default"))
+    assert all(output == unchanged for output in demo.regenerate(state, "Default"))
+    # The second chain's answer and finish steps leave the running answer alone...
+    assert asyncio.run(_answer_updates(demo, state, "tiny")) == [(unchanged, unchanged)]
+    assert all(output == unchanged for output in asyncio.run(demo.finish(state, None)))
+    assert len(state.messages) == 2 and not list(tmp_path.glob("*-conv.json"))
+    # ...and the first chain's finish, once its answer is over, logs it and renders it.
+    state.streaming, state.finish_reason = False, "stop"
+    _, chat, *buttons = asyncio.run(demo.finish(state, None))
+    assert chat[-1]["content"] == "half an ans" and all(button.interactive for button in buttons)
+    assert len(list(tmp_path.glob("*-conv.json"))) == 1
+
+
 def test_errors_before_a_worker_is_reached_end_up_in_the_chat(tmp_path):
     demo = _demo(tmp_path)
     for model, expected in ((None, "no model is selected"), ("tiny", "cannot reach the controller")):
@@ -224,11 +244,13 @@ def _select_model(page, name: str) -> None:
     assert page.locator("#model-selector input").input_value() == name
 
 
-def _set_max_tokens(page, count: int) -> None:
+def _set_parameters(page, **values: float) -> None:
+    """``max_tokens=64, temperature=0`` -> the sliders with those elem_ids (through their number boxes)."""
     page.locator("#parameters").get_by_text("Parameters").click()
-    number = page.locator("#max-tokens input[type=number]")
-    number.fill(str(count))
-    number.press("Tab")
+    for name, value in values.items():
+        number = page.locator(f"#{name.replace('_', '-')} input[type=number]")
+        number.fill(str(value))
+        number.press("Tab")
 
 
 def _send(page, text: str) -> None:
@@ -272,7 +294,7 @@ def test_question_about_an_image_streams_an_answer_and_is_logged(page, stack, tm
     image_path = tmp_path / "pattern.png"
     _pattern().save(image_path)
     _select_model(page, MODEL)
-    _set_max_tokens(page, 64)
+    _set_parameters(page, max_tokens=64, temperature=0)  # greedy: the same answer every run
     page.locator("#image-input input[type=file]").set_input_files(str(image_path))
     page.wait_for_selector("#image-input img")
     page.evaluate(WATCH_ANSWER)
@@ -294,7 +316,8 @@ def test_question_about_an_image_streams_an_answer_and_is_logged(page, stack, tm
     record = _log_records(stack, before + 1)[-1]
     digest = hashlib.md5(Image.open(image_path).convert("RGB").tobytes()).hexdigest()
     assert record["type"] == "chat" and record["model"] == MODEL and record["images"] == [digest]
-    assert record["finish_reason"] in ("stop", "length") and record["parameters"]["max_new_tokens"] == 64
+    assert record["finish_reason"] in ("stop", "length")
+    assert record["parameters"]["max_new_tokens"] == 64 and record["parameters"]["temperature"] == 0
     question, reply = record["conversation"]
     assert question == {"role": "user", "content": "What is in this image?"} and reply["content"].strip()
     assert (stack.log_dir / "serve_images" / f"{digest}.jpg").is_file()
@@ -303,7 +326,7 @@ def test_question_about_an_image_streams_an_answer_and_is_logged(page, stack, tm
 def test_regenerate_replaces_the_answer_then_votes_and_clear(page, stack):
     before = len(_log_records(stack, 0, timeout=0))
     _select_model(page, MODEL)
-    _set_max_tokens(page, 16)
+    _set_parameters(page, max_tokens=16)
     _send(page, "Say something.")
     _wait_idle(page)
     page.locator("#regenerate-button").click()
@@ -325,6 +348,10 @@ def test_stop_closes_the_worker_stream(page, stack):
     _select_model(page, SLOW_MODEL)
     _send(page, "Count for me.")
     page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('word3')")
+    _send(page, "Another question meanwhile.")  # ignored while the answer streams; the text stays for later
+    page.wait_for_function("() => document.querySelector('#chatbot').innerText.includes('word12')")
+    assert len(_answers(page)) == 1 and CURSOR in _answers(page)[0]
+    assert page.locator("#chat-input textarea").input_value() == "Another question meanwhile."
     page.locator("#stop-button").click()
     assert stack.fake.closed.wait(5), "the worker's stream was still open 5 s after Stop"
     assert stack.fake.words_sent < 200  # 400 words take 20 s
@@ -332,6 +359,7 @@ def test_stop_closes_the_worker_stream(page, stack):
     record = _log_records(stack, before + 1)[-1]
     assert record["model"] == SLOW_MODEL and record["finish_reason"] == "stopped"
     assert record["conversation"][1]["content"].startswith("word0 word1 word2 word3")
+    assert [m["content"] for m in record["conversation"] if m["role"] == "user"] == ["Count for me."]
 
 
 def test_worker_errors_are_shown_in_the_chat(page, stack):
