@@ -227,7 +227,9 @@ class WebDemo:
             yield state, state.chatbot(streaming=True)
             shown = time.monotonic()
             if not model:
-                raise ApiError("no model is selected (is a model worker running? reload the page to refresh)")
+                raise ApiError(
+                    "no model is selected: no worker had registered with the controller when the list was made"
+                )
             async for event in self._worker_events(payload):
                 if "text" in event:
                     reply["content"] += event["text"]
