@@ -14,17 +14,18 @@ from piip_llava.serve.engine import GenerationEngine
 from tests.conftest import solid_image
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from piip_llava.model.tiny import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("cli") / "tiny-chat")
-
-
-def test_cli_answers_two_piped_turns_and_exits(tiny_dir, tmp_path):
+def test_cli_answers_two_piped_turns_and_exits(served_model_dir, tmp_path):
     image = tmp_path / "red.png"
     solid_image().save(image)
-    command = [sys.executable, "-m", "piip_llava.serve.cli", "--model-path", str(tiny_dir), "--image-file", str(image)]
+    command = [
+        sys.executable,
+        "-m",
+        "piip_llava.serve.cli",
+        "--model-path",
+        str(served_model_dir),
+        "--image-file",
+        str(image),
+    ]
     result = subprocess.run(
         [*command, "--max-new-tokens", "16"],
         input="What is this?\nAnd now?\n",
@@ -40,8 +41,8 @@ def test_cli_answers_two_piped_turns_and_exits(tiny_dir, tmp_path):
     assert result.stdout.count("USER: ") == 3  # asked three times; the third read hits EOF
 
 
-def test_cli_error_for_missing_image_file(tiny_dir, tmp_path, capsys):
-    assert main(["--model-path", str(tiny_dir), "--image-file", str(tmp_path / "missing.png")]) == 2
+def test_cli_error_for_missing_image_file(served_model_dir, tmp_path, capsys):
+    assert main(["--model-path", str(served_model_dir), "--image-file", str(tmp_path / "missing.png")]) == 2
     assert "missing.png" in capsys.readouterr().err
 
 

@@ -25,20 +25,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from PIL import Image
 
 from piip_llava.serve.gradio_web_server import CURSOR, ChatState, WebDemo
-from piip_llava.serve.launch import (
-    controller_service,
-    free_port,
-    wait_for_model,
-    web_service,
-    worker_service,
-)
+from piip_llava.serve.launch import controller_service, free_port, wait_for_model, web_service, worker_service
+from tests.serve.conftest import MODEL_NAME as MODEL
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-MODEL, SLOW_MODEL = "tiny-piip", "slow-echo"
+SLOW_MODEL = "slow-echo"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,11 +184,8 @@ class FakeWorker:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    from piip_llava.model.tiny import save_tiny_model
-
+def stack(served_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("web")
-    model_dir = save_tiny_model(root / MODEL)
     logs, web_logs = root / "logs", root / "conversations"
     controller_port, worker_port, web_port = free_port(), free_port(), free_port()
     controller = f"http://127.0.0.1:{controller_port}"
@@ -204,7 +196,7 @@ def stack(tmp_path_factory):
         services[0].wait_ready()
         fake.start(controller)
         services += [
-            worker_service(str(model_dir), worker_port, controller, logs).start(env),
+            worker_service(served_model_dir, worker_port, controller, logs).start(env),
             web_service(web_port, controller, logs, "--log-dir", web_logs, "--model-list-mode", "reload").start(env),
         ]
         for service in services[1:]:
