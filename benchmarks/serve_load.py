@@ -73,7 +73,7 @@ async def decode_rate(client, model: str, streams: int, new_tokens: int) -> floa
     return sum(run["tokens"] for run in runs) / (max(r["end"] for r in runs) - min(r["first"] for r in runs))
 
 
-def start_stack(stack: ExitStack, model_path: str | None, max_batch_size: int) -> tuple[str, str]:
+def start_stack(stack: ExitStack, model_path: str | None, max_batch_size: int, worker_args=()) -> tuple[str, str]:
     import os
 
     from piip_llava.serve.launch import api_service, controller_service, free_port, wait_for_model, worker_service
@@ -87,7 +87,9 @@ def start_stack(stack: ExitStack, model_path: str | None, max_batch_size: int) -
     controller = f"http://127.0.0.1:{controller_port}"
     services = [
         controller_service(controller_port, logs),
-        worker_service(model_path, worker_port, controller, logs, "--max-batch-size", str(max_batch_size)),
+        worker_service(
+            model_path, worker_port, controller, logs, "--max-batch-size", str(max_batch_size), *worker_args
+        ),
         api_service(api_port, controller, logs),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -128,13 +130,14 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--worker-arg", action="append", default=[], help="extra model_worker flag (repeatable)")
     args = parser.parse_args()
     print(f"# serve load ({platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()})")
     with ExitStack() as stack:
         if args.api_url:
             api_url, model = args.api_url, args.model
         else:
-            api_url, model = start_stack(stack, args.model_path, args.max_batch_size)
+            api_url, model = start_stack(stack, args.model_path, args.max_batch_size, args.worker_arg)
         asyncio.run(run(args, api_url, model))
 
 

@@ -1,7 +1,8 @@
 """Batched streaming generation for serving.
 
 Concurrent requests are grouped by a background thread into one ``model.generate`` call (dynamic batching: requests
-that arrive within ``batch_wait`` seconds of each other and share sampling settings run together, left-padded).
+that arrive within ``batch_wait`` seconds of each other and share sampling settings run together, left-padded;
+requests that arrive while a batch runs form the next one).
 ``transformers``' continuous-batching manager works on text-only ``input_ids`` and cannot take image features,
 and its ``TextIteratorStreamer`` streams batch size 1 only, so the per-row work lives in :class:`RowTracker`, a
 ``StoppingCriteria`` that ``generate`` calls after every step with the new tokens of all rows: it detokenises each
@@ -116,7 +117,7 @@ class GenerationEngine:
         processor: its ``PiipLlavaProcessor`` (with the chat template).
         model_name: the name clients ask for.
         max_batch_size: most requests in one ``generate`` call.
-        batch_wait: seconds to wait for more requests after the first one arrives.
+        batch_wait: a batch starts once no request has arrived for this long (at most 10x this after the first).
         default_max_new_tokens: used when a request gives no limit (capped by the context).
         media: image limits (:class:`MediaPolicy`).
     """
@@ -127,7 +128,7 @@ class GenerationEngine:
         processor,
         model_name: str,
         max_batch_size: int = 8,
-        batch_wait: float = 0.01,
+        batch_wait: float = 0.02,
         default_max_new_tokens: int = 512,
         media: MediaPolicy | None = None,
     ) -> None:
@@ -143,6 +144,7 @@ class GenerationEngine:
         self._tokenizer_lock = threading.Lock()  # fast tokenizers raise "Already borrowed" if used concurrently
         self._pending: deque[Job] = deque()
         self._running = 0
+        self._last_arrival = 0.0
         self._condition = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="generation-engine", daemon=True)
@@ -285,6 +287,7 @@ class GenerationEngine:
     def _submit(self, job: Job) -> None:
         with self._condition:
             self._pending.append(job)
+            self._last_arrival = time.monotonic()
             self._condition.notify()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -297,8 +300,13 @@ class GenerationEngine:
                     self._condition.wait()
                 if self._closed:
                     return
-                deadline = time.monotonic() + self.batch_wait
-                while len(self._pending) < self.max_batch_size and (wait := deadline - time.monotonic()) > 0:
+                # Gather while requests keep arriving (each within batch_wait of the last), up to 10x batch_wait:
+                # a burst of clients forms one batch even when their arrivals are spread by request parsing.
+                cap = time.monotonic() + 10 * self.batch_wait
+                while len(self._pending) < self.max_batch_size:
+                    wait = min(self._last_arrival + self.batch_wait, cap) - time.monotonic()
+                    if wait <= 0:
+                        break
                     self._condition.wait(wait)
                 batch = self._take_batch()
                 self._running = len(batch)
