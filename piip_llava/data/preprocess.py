@@ -80,9 +80,8 @@ def tokenize_conversation(
     ends = torch.tensor([end for start, end in encoding["offset_mapping"]], dtype=torch.long)
     is_target = torch.zeros(len(input_ids), dtype=torch.bool)
     for span_start, span_end in target_spans:
-        # A token is a target when its *last* character is: byte-level BPE and SentencePiece fold the space
-        # before an answer into its first token (" kite"), whose first character belongs to "ASSISTANT: ".
-        # Special tokens added by the tokenizer (BOS) have empty spans and are never targets.
+        # A token is a target when its *last* character is: a token that straddles the end of the prompt is one the
+        # model must emit. Special tokens added by the tokenizer (BOS) have empty spans and are never targets.
         is_target |= (ends > span_start) & (ends <= span_end) & (ends > starts)
     labels = torch.where(is_target, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     if len(input_ids) > max_length:

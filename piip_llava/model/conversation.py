@@ -67,8 +67,8 @@ class Conversation:
                     segments.append((f"{role}:", False))
                 elif i % 2 == 0:
                     segments.append((f"{role}: {message}{seps[0]}", False))
-                else:
-                    segments += [(f"{role}: ", False), (message + seps[1], True)]
+                else:  # the prompt ends at "ROLE:", so the space after it is generated too
+                    segments += [(f"{role}:", False), (f" {message}{seps[1]}", True)]
         elif self.sep_style == SeparatorStyle.MPT:
             segments.append((self.system + self.sep, False))
             for i, (role, message) in enumerate(self.messages):
@@ -99,7 +99,7 @@ class Conversation:
             if i % 2 == 0:
                 segments.append((f"{self.sep}[INST] {message} [/INST]", False))
             else:
-                segments += [(" ", False), (f"{message} {self.sep2}", True)]
+                segments.append((f" {message} {self.sep2}", True))  # the prompt ends at "[/INST]"
         if segments:
             # LLaVA strips the *characters* of sep from the left (str.lstrip), which removes a leading "<s>".
             segments[0] = (segments[0][0].lstrip(self.sep), segments[0][1])

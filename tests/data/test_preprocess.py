@@ -31,9 +31,10 @@ def target_text(sample, tokenizer):
 @pytest.mark.parametrize(
     "template, expected",
     [
-        ("vicuna_v1", ["A red circle on the left.</s>", "There are two shapes.</s>"]),
-        ("llava_llama_2", ["A red circle on the left. </s>", "There are two shapes. </s>"]),
-        ("mistral_instruct", ["A red circle on the left. </s>", "There are two shapes. </s>"]),
+        # The space after "ASSISTANT:" / "[/INST]" is a target: generation prompts end before it.
+        ("vicuna_v1", [" A red circle on the left.</s>", " There are two shapes.</s>"]),
+        ("llava_llama_2", [" A red circle on the left. </s>", " There are two shapes. </s>"]),
+        ("mistral_instruct", [" A red circle on the left. </s>", " There are two shapes. </s>"]),
         ("chatml_direct", ["A red circle on the left.<|im_end|>", "There are two shapes.<|im_end|>"]),
     ],
 )
@@ -79,12 +80,21 @@ def test_bad_conversations_raise_sample_errors(tiny_llava):
     assert len(truncated.input_ids) == 80 and torch.equal(truncated.labels[:5], torch.full((5,), IGNORE_INDEX))
 
 
-def test_an_answer_token_that_carries_the_leading_space_is_a_target(tiny_llava):
-    # Byte-level BPE folds the space after "ASSISTANT:" into the answer's first token (" kite"); it must get loss,
-    # or one-word answers are never learned (only their </s> would be).
+def test_the_answer_starts_where_the_generation_prompt_ends(tiny_llava):
+    # The generation prompt ends at "ASSISTANT:"; whatever follows must get loss, whether the tokenizer folds the
+    # space into the answer's first token (" kite") or keeps it as a token of its own (" " then "C").
     _, processor = tiny_llava
     tokenizer = processor.tokenizer
-    answer = [{"from": "human", "value": "<image>\nWhat word is written?"}, {"from": "gpt", "value": "kite"}]
-    sample = tokenize_conversation(answer, tokenizer, "vicuna_v1", 16, 1, 4096)
-    assert tokenizer.convert_ids_to_tokens(sample.input_ids[-2:].tolist()) == ["Ġkite", "</s>"]
-    assert target_text(sample, tokenizer) == [" kite</s>"]
+    for answer, tokens in [("kite", ["Ġkite", "</s>"]), ("C", ["Ġ", "C", "</s>"])]:
+        turns = [{"from": "human", "value": "<image>\nWhat word is written?"}, {"from": "gpt", "value": answer}]
+        sample = tokenize_conversation(turns, tokenizer, "vicuna_v1", 16, 1, 4096)
+        assert tokenizer.convert_ids_to_tokens(sample.input_ids[-len(tokens) :].tolist()) == tokens
+        assert target_text(sample, tokenizer) == [f" {answer}</s>"]
+        prompt = get_conversation("vicuna_v1")
+        prompt.append_message("USER", "<image>\nWhat word is written?")
+        prompt.append_message("ASSISTANT", None)
+        prompt_ids = tokenizer(prompt.get_prompt().replace("<image>", "<image>" * 16))["input_ids"]
+        assert sample.input_ids[: len(prompt_ids)].tolist() == prompt_ids
+        assert (sample.labels[: len(prompt_ids)] == IGNORE_INDEX).all() and len(sample.labels) == len(prompt_ids) + len(
+            tokens
+        )
