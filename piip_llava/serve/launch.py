@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_web:
         services.append(web_service(args.web_port, controller, log_dir, "--log-dir", str(log_dir / "web")))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the children too, as Ctrl-C does
     try:
         for service in services:
             logger.info("starting %s (log: %s)", service.name, service.log_path)
