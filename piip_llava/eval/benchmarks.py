@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .mmbench import circular_eval, mmbench_prompt, mmbench_rounds
+from .mmbench import CIRCULAR_STRIDE, circular_eval, mmbench_prompt, mmbench_rounds
 from .normalize import vqa_accuracy
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
@@ -216,17 +216,20 @@ def score_seed(predictions, annotations) -> dict:
 
 def mmbench_questions(path, image_folder=None, all_rounds: bool = True) -> list[Question]:
     """``mmbench_dev_20230712.tsv`` (base64 images). With ``all_rounds`` each question runs once per option with
-    the option texts rotated (LLaVA's ``--all-rounds``), for CircularEval."""
-    questions = []
+    the option texts rotated (LLaVA's ``--all-rounds``), for CircularEval. A TSV that ships the circular copies
+    itself (rows with index ≥ 1,000,000) runs every row once: the copies are the rounds."""
     with open(path, newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            image_bytes = base64.b64decode(row["image"])
-            image = lambda data=image_bytes: Image.open(io.BytesIO(data)).convert("RGB")  # noqa: E731
-            for round_id, (text, options) in enumerate(mmbench_rounds(row, all_rounds)):
-                meta = {"index": row["index"], "round_id": round_id, "options": options,
-                        "answer": row.get("answer"), "category": row.get("category"),
-                        "l2_category": row.get("l2-category")}  # fmt: skip
-                questions.append(Question(f"{row['index']}-{round_id}", mmbench_prompt(text), image, meta))
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    ships_copies = any(int(row["index"]) >= CIRCULAR_STRIDE for row in rows)
+    questions = []
+    for row in rows:
+        image_bytes = base64.b64decode(row["image"])
+        image = lambda data=image_bytes: Image.open(io.BytesIO(data)).convert("RGB")  # noqa: E731
+        for round_id, (text, options) in enumerate(mmbench_rounds(row, all_rounds and not ships_copies)):
+            meta = {"index": row["index"], "round_id": round_id, "options": options,
+                    "answer": row.get("answer"), "category": row.get("category"),
+                    "l2_category": row.get("l2-category")}  # fmt: skip
+            questions.append(Question(f"{row['index']}-{round_id}", mmbench_prompt(text), image, meta))
     return questions
 
 

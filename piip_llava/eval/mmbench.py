@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 LETTERS = "ABCDE"
+CIRCULAR_STRIDE = 1_000_000  # a shipped circular copy k of question i has index i + k·1,000,000 (MMBench's TSVs)
 SUFFIX = "Answer with the option's letter from the given choices directly."
 
 
@@ -66,10 +67,11 @@ def extract_choice(answer: str, options: list[str]) -> str | None:
 
 
 def circular_eval(records: list[dict]) -> dict:
-    """Records carry ``text`` and ``metadata`` (``index, round_id, options, answer, category, l2_category``)."""
+    """Records carry ``text`` and ``metadata`` (``index, round_id, options, answer, category, l2_category``).
+    A question's rounds are its local rotations and its shipped copies (same ``index`` mod 1,000,000)."""
     rounds = defaultdict(list)
     for record in records:
-        rounds[str(record["metadata"]["index"])].append(record)
+        rounds[int(record["metadata"]["index"]) % CIRCULAR_STRIDE].append(record)
     per_category, per_l2, results = defaultdict(list), defaultdict(list), []
     for group in rounds.values():
         correct = True

@@ -25,8 +25,14 @@ WORDS = (
     "red green blue yellow purple orange black white gray circle square triangle star cross shape shapes image "
     "picture photo there is are a an the of in on at to and with left right top bottom center middle corner "
     "large small big tiny one two three four five six seven eight nine ten zero how many what which color "
-    "where is it this that answer question the answer yes no count object objects background describe"
+    "where is it this that answer question the answer yes no count object objects background describe "
+    "word words written text much plus opposite brief short caption write give description "
+    "lamp fish door book tree kite moon boat frog bell cake drum gold ring rose sock vase wolf milk nest pear salt "
+    "corn leaf What Where How Is Describe Give Write Yes No"
 ).split()
+# Prompt lines of LLaVA-1.5's benchmarks and instruction data (spec llava-ecosystem.md §2.5), kept whole.
+PROMPT_LINES = ["Answer the question using a single word or phrase.",
+                "Answer with the option's letter from the given choices directly.", "Reference OCR token:"]  # fmt: skip
 # The LLM shapes a tiny model can take; each is a small config of a real family.
 TINY_TEXT_CONFIGS = {
     "llama": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -41,7 +47,7 @@ TINY_TEXT_CONFIGS = {
 def tokenizer_corpus(lines: int = 4000, seed: int = 0) -> list[str]:
     """Synthetic training text: template prompts and random sentences over :data:`WORDS`."""
     rng = random.Random(seed)
-    corpus = [conv.system for conv in CONVERSATIONS.values()]
+    corpus = [conv.system for conv in CONVERSATIONS.values()] + PROMPT_LINES * 50
     corpus += [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 16))) for _ in range(lines)]
     corpus += [f"USER: {q} ASSISTANT: {a}</s>" for q, a in itertools.product(WORDS[:40], WORDS[40:80])]
     return corpus
@@ -82,13 +88,18 @@ def train_tokenizer(
 
 
 def build_tiny_model(
-    tower: str = "tiny-clip-2branch", llm: str = "llama", seed: int = 0, projector_type: str = "piip"
+    tower: str = "tiny-clip-2branch",
+    llm: str = "llama",
+    seed: int = 0,
+    projector_type: str = "piip",
+    text_overrides: dict | None = None,
 ) -> tuple[PiipLlavaForConditionalGeneration, PiipLlavaProcessor]:
-    """A random tiny PIIP-LLaVA and its processor (tokenizer trained here)."""
+    """A random tiny PIIP-LLaVA and its processor (tokenizer trained here); ``text_overrides`` changes fields of
+    the LLM's tiny config (e.g. ``hidden_size``)."""
     if llm not in TINY_TEXT_CONFIGS:
         raise ValueError(f"unknown tiny LLM {llm!r}; valid: {', '.join(TINY_TEXT_CONFIGS)}")
     tokenizer = train_tokenizer()
-    text_kwargs = dict(TINY_TEXT_CONFIGS[llm])
+    text_kwargs = {**TINY_TEXT_CONFIGS[llm], **(text_overrides or {})}
     text_config = AutoConfig.for_model(
         text_kwargs.pop("model_type"),
         vocab_size=len(tokenizer),
