@@ -34,9 +34,15 @@ format: $(VENV)/.installed-dev
 test: lint $(VENV)/.installed-browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-demo:
-	@echo "make demo: the synthetic quickstart is not yet available (it lands with the quickstart issue)."
-	@echo "Meanwhile: make install && .venv/bin/piip-llava flops --all"
+# The demo needs the training and serving extras only; a .venv that `make test` made already has them.
+$(VENV)/.installed-demo: pyproject.toml
+	if [ $(VENV)/.installed-dev -nt pyproject.toml ]; then touch $@; else \
+		$(PYTHON) -m venv $(VENV) && $(PIP) $(TORCH) -e ".[train,serve]" && touch $@; fi
+
+# Synthetic data, LLM warm-up, stage 1, stage 2, evaluation, results table, then the local serving stack
+# (DEMO_SERVE=0 skips it). A rerun reuses finished steps (playground/demo/.done); `rm -rf playground/demo` starts over.
+demo: $(VENV)/.installed-demo
+	HF_HUB_OFFLINE=1 $(VENV)/bin/piip-llava demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info

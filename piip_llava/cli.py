@@ -183,6 +183,18 @@ def _run_chat(args: argparse.Namespace) -> int:
     return chat(args.extra) or 0
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from piip_llava.demo import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from piip_llava.demo import run
+
+    return run(args)
+
+
 COMMANDS: dict[str, Command] = {
     "flops": Command(
         "vision-tower FLOPs (MACs, as in the paper) and parameter counts of presets", _flops_arguments, _run_flops
@@ -210,6 +222,11 @@ COMMANDS: dict[str, Command] = {
         "convert official PIIP-LLaVA / LLaVA-1.5 checkpoints to ours, or export the baseline to HF Llava",
         _convert_arguments,
         _run_convert,
+    ),
+    "demo": Command(
+        "the synthetic quickstart: data, two-stage training, evaluation, local serving (CPU, minutes)",
+        _demo_arguments,
+        _run_demo,
     ),
 }
 

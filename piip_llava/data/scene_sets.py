@@ -33,6 +33,7 @@ from .scenes import (
     multiple_choice,
     presence_question,
     random_scene,
+    reading_qa,
     render_scene,
     shape_questions,
     text_only_qa,
@@ -51,8 +52,9 @@ EVAL_SCENE = SceneSpec(shapes=(1, 4), words=(0, 2), text_sizes=("large", "medium
 class SceneSetSizes:
     """Samples per set (the evaluation sets count questions; MMBench runs each question in 4 circular copies)."""
 
-    pretrain: int = 3000
-    instruct: int = 6000
+    warmup: int = 3200
+    pretrain: int = 6400
+    instruct: int = 9600
     textvqa: int = 200
     textvqa_small: int = 200
     mmbench: int = 100
@@ -115,29 +117,41 @@ def textvqa_prompt(question: str, ocr_tokens: list[str] | None) -> str:
     return f"{question}{ocr}\n{SHORT_ANSWER}"
 
 
-def instruct_turns(scene: Scene, rng: random.Random) -> list[dict]:
-    """One conversation about the scene; the first human turn carries ``<image>``."""
-    kind = rng.choices(["short", "textvqa", "choice", "yesno", "multi", "describe"], [30, 15, 25, 10, 15, 5])[0]
+QUESTION_KINDS = {"short": 35, "choice": 35, "textvqa": 20, "yesno": 10}
+
+
+def _question_turn(kind: str, scene: Scene, rng: random.Random) -> tuple[str, str]:
+    """One question of ``kind`` about the scene, as (prompt, answer); "textvqa" falls back to "short" without
+    words."""
     if kind == "textvqa" and scene.words:
         qa = rng.choice(word_questions(scene, rng))
-        turns = _turn(textvqa_prompt(qa.question, scene.ocr_tokens()), qa.answer)
-    elif kind == "choice":
+        return textvqa_prompt(qa.question, scene.ocr_tokens()), qa.answer
+    if kind == "choice":
         qa = _pick_question(scene, rng)
         options, letter = multiple_choice(qa, rng)
-        turns = _turn(mc_prompt(qa.question, options), letter)
-    elif kind == "yesno":
+        return mc_prompt(qa.question, options), letter
+    if kind == "yesno":
         qa = presence_question(scene, rng, adversarial=rng.random() < 0.5)
-        turns = _turn(f"{qa.question}\n{SHORT_ANSWER}", qa.answer)
-    elif kind == "multi":
-        turns = []
-        for _ in range(rng.randint(2, 3)):
-            qa = _pick_question(scene, rng)
-            turns += _turn(f"{qa.question}\n{SHORT_ANSWER}", qa.answer)
-    elif kind == "describe":
-        turns = _turn(rng.choice(CAPTION_PROMPTS), caption(scene))
     else:
         qa = _pick_question(scene, rng)
-        turns = _turn(f"{qa.question}\n{SHORT_ANSWER}", qa.answer)
+    return f"{qa.question}\n{SHORT_ANSWER}", qa.answer
+
+
+def instruct_turns(scene: Scene, rng: random.Random, max_questions: int = 6) -> list[dict]:
+    """One conversation about the scene; the first human turn carries ``<image>``. Like LLaVA-1.5's mix, which
+    joins the VQA questions of one image into one multi-turn conversation, most conversations ask several
+    questions (short answer, multiple choice, TextVQA-style with OCR tokens, yes/no): every answer is a training
+    target, so one encoded image teaches several answers."""
+    if rng.random() < 0.05:
+        turns = _turn(rng.choice(CAPTION_PROMPTS), caption(scene))
+    else:
+        kinds, weights = zip(*QUESTION_KINDS.items())
+        turns, asked = [], set()
+        for kind in rng.choices(kinds, weights, k=rng.randint(1, max_questions)):
+            prompt, answer = _question_turn(kind, scene, rng)
+            if prompt not in asked:
+                asked.add(prompt)
+                turns += _turn(prompt, answer)
     turns[0]["value"] = "<image>\n" + turns[0]["value"]
     return turns
 
@@ -150,13 +164,42 @@ def write_instruct(folder: Path, count: int, seed: int = 0, image_size: int = 12
     for index in range(count):
         sample_id = f"instruct-{index:06d}"
         if rng.random() < text_only_fraction:
-            question, answer = text_only_qa(rng)
-            records.append({"id": sample_id, "conversations": _turn(question, answer)})
+            qa = text_only_qa(rng)
+            records.append({"id": sample_id, "conversations": _turn(qa.question, qa.answer)})
             continue
         scene = _scene_with_items(rng, TRAIN_SCENE)
         image = _save(scene, folder / "images" / "instruct", f"{index:06d}.png", image_size)
         records.append({"id": sample_id, "image": f"instruct/{image}", "conversations": instruct_turns(scene, rng)})
     path = folder / "instruct.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def warmup_turns(rng: random.Random, max_questions: int = 6) -> list[dict]:
+    """A text-only conversation for the LLM warm-up: reading questions answered from a "Reference OCR token" line
+    (copy the word, or pick the one naming a colour or shape) and simple facts, short-answer and multiple-choice."""
+    turns = []
+    for _ in range(rng.randint(max_questions // 2, max_questions)):
+        if rng.random() < 0.5:
+            qa, tokens = reading_qa(rng)
+            turns += _turn(textvqa_prompt(qa.question, tokens), qa.answer)
+        elif rng.random() < 0.5:
+            qa = text_only_qa(rng)
+            turns += _turn(f"{qa.question}\n{SHORT_ANSWER}", qa.answer)
+        else:
+            qa = text_only_qa(rng)
+            while len(qa.choices) < 4:
+                qa = text_only_qa(rng)
+            options, letter = multiple_choice(qa, rng)
+            turns += _turn(mc_prompt(qa.question, options), letter)
+    return turns
+
+
+def write_warmup(folder: Path, count: int, seed: int = 0) -> Path:
+    """``warmup.json``: text-only conversations (no images) for the LLM warm-up stage."""
+    rng = _rng(seed, "warmup")
+    records = [{"id": f"warmup-{index:06d}", "conversations": warmup_turns(rng)} for index in range(count)]
+    path = folder / "warmup.json"
     path.write_text(json.dumps(records))
     return path
 
@@ -259,8 +302,10 @@ def write_scene_sets(folder: str | Path, seed: int = 0, sizes: SceneSetSizes | N
                      image_size: int = 128) -> dict[str, Path]:  # fmt: skip
     """Every set under ``folder``: ``pretrain.json``, ``instruct.json``, ``images/`` and ``eval/<benchmark>/``."""
     folder, sizes = Path(folder), sizes or SceneSetSizes()
+    folder.mkdir(parents=True, exist_ok=True)
     evaluation = folder / "eval"
     return {
+        "warmup": write_warmup(folder, sizes.warmup, seed),
         "pretrain": write_pretrain(folder, sizes.pretrain, seed, image_size),
         "instruct": write_instruct(folder, sizes.instruct, seed, image_size),
         "textvqa": write_textvqa(evaluation / "textvqa", sizes.textvqa, seed, image_size),

@@ -145,7 +145,7 @@ def render_scene(scene: Scene, size: int = BASE_SIZE) -> Image.Image:
             font = _font(max(1, round(TEXT_SIZES[item.text_size] * size / BASE_SIZE)))
             draw.text((cx, cy), item.text, fill=COLORS[item.color], font=font, anchor="mm")
         else:
-            _draw_shape(draw, item.kind, cx, cy, cell * 0.27 * item.scale, COLORS[item.color])
+            _draw_shape(draw, item.kind, cx, cy, cell * 0.32 * item.scale, COLORS[item.color])
     return image
 
 
@@ -242,14 +242,27 @@ def multiple_choice(qa: QA, rng: random.Random, count: int = 4) -> tuple[list[st
 OPPOSITES = {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}
 
 
-def text_only_qa(rng: random.Random) -> tuple[str, str]:
+def text_only_qa(rng: random.Random) -> QA:
     """A question that needs no image (LLaVA's mix keeps some text-only conversations)."""
     kind = rng.randrange(3)
     if kind == 0:
         word = rng.choice(list(OPPOSITES))
-        return f"What is the opposite of {word}?", OPPOSITES[word]
+        return QA(f"What is the opposite of {word}?", OPPOSITES[word], "fact", tuple(OPPOSITES))
     if kind == 1:
         a, b = rng.randint(0, 4), rng.randint(0, 4)
-        return f"How much is {a} plus {b}?", str(a + b)
+        return QA(f"How much is {a} plus {b}?", str(a + b), "fact", tuple(str(n) for n in range(9)))
     word = rng.choice(list(COLORS) + SHAPES + VOCABULARY)
-    return f"Is {word} a color?", "Yes" if word in COLORS else "No"
+    return QA(f"Is {word} a color?", "Yes" if word in COLORS else "No", "fact", ("Yes", "No"))
+
+
+def reading_qa(rng: random.Random) -> tuple[QA, list[str]]:
+    """A question answered from a "Reference OCR token" list alone: the only word, or the one word that names a
+    colour or a shape among vocabulary words. Returns the question and the OCR tokens."""
+    if rng.random() < 0.5:
+        word = rng.choice(VOCABULARY)
+        return QA("What word is written in the image?", word, "ocr", tuple(VOCABULARY)), [word]
+    kind = rng.choice(["color", "shape"])
+    answer = rng.choice(list(COLORS) if kind == "color" else SHAPES)
+    tokens = rng.sample(VOCABULARY, rng.randint(1, 2))
+    tokens.insert(rng.randint(0, len(tokens)), answer)
+    return QA(f"Which word names a {kind}?", answer, "ocr", tuple(tokens)), tokens

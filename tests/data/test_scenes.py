@@ -23,7 +23,7 @@ from piip_llava.data.scenes import (
 )
 from piip_llava.eval.benchmarks import get_benchmark, read_jsonl
 
-SIZES = SceneSetSizes(pretrain=6, instruct=80, textvqa=5, textvqa_small=4, mmbench=3, pope=6)
+SIZES = SceneSetSizes(warmup=20, pretrain=6, instruct=80, textvqa=5, textvqa_small=4, mmbench=3, pope=6)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_training_sets_load_through_the_llava_dataset(scene_sets, tiny_llava):
 
     folder, paths = scene_sets
     _, processor = tiny_llava
-    for name, template in [("pretrain", "plain"), ("instruct", "vicuna_v1")]:
+    for name, template in [("warmup", "vicuna_v1"), ("pretrain", "plain"), ("instruct", "vicuna_v1")]:
         config = DataConfig(template, processor.image_seq_length, 512, str(folder / "images"))
         dataset = LlavaDataset(paths[name], processor.tokenizer, processor.image_processor, config)
         samples = [dataset[i] for i in range(len(dataset))]
@@ -119,6 +119,41 @@ def test_training_sets_load_through_the_llava_dataset(scene_sets, tiny_llava):
     assert any(len(r["conversations"]) > 2 for r in records)  # multi-turn
     texts = [r["conversations"][0]["value"] for r in records]
     assert any("Reference OCR token: " in t for t in texts) and any("\nA. " in t for t in texts)
+    # Several questions about one image in one conversation, as LLaVA-1.5 joins VQA questions.
+    assert sum(len(r["conversations"]) for r in records) / len(records) > 4
+
+
+def fact_answer(question: str) -> str:
+    words = question.rstrip("?").split()
+    if question.startswith("What is the opposite of"):
+        return {"left": "right", "right": "left", "top": "bottom", "bottom": "top"}[words[-1]]
+    if question.startswith("How much is"):
+        return str(int(words[-3]) + int(words[-1]))
+    return "Yes" if words[1] in COLORS else "No"
+
+
+def test_warmup_questions_are_answered_by_their_own_text(scene_sets):
+    """The warm-up is text only, and each answer can be read off its question: the OCR token line holds it, or it
+    is a fact (opposites, sums, colours), or the letter of the option that holds the fact's answer."""
+    _, paths = scene_sets
+    records = json.loads(paths["warmup"].read_text())
+    assert len(records) == SIZES.warmup and not any("image" in r for r in records)
+    kinds = set()
+    for record in records:
+        turns = record["conversations"]
+        for question, answer in zip(turns[::2], turns[1::2]):
+            text, answer = question["value"], answer["value"]
+            if "Reference OCR token: " in text:
+                kinds.add("ocr")
+                assert answer in text.split("Reference OCR token: ")[1].split("\n")[0].split(", ")
+            elif "\nA. " in text:
+                kinds.add("choice")
+                options = dict(line.split(". ", 1) for line in text.split("\n")[1:-1])
+                assert options[answer] == fact_answer(text.split("\n")[0])
+            else:
+                kinds.add("fact")
+                assert answer == fact_answer(text.split("\n")[0])
+    assert kinds == {"ocr", "choice", "fact"}
 
 
 def glyph_rows(image, background):

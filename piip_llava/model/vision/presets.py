@@ -152,6 +152,25 @@ def _tiny_multi(count: int) -> Callable[[], PiipVisionConfig]:
     return build
 
 
+# Quickstart towers (random weights, trained from scratch on the synthetic scenes): branch 1 a CLIP-shaped ViT
+# at 64 pixels, branch 2 a three-stage ConvNeXt at 128 (stride-4 stem, so it sees full-resolution detail), both
+# ending on an 8×8 grid (64 visual tokens). ``demo-clip_96`` is that ViT alone at the highest resolution whose
+# FLOPs are at least the pyramid's (the pyramid-vs-single experiment, docs/pyramid_vs_single.md).
+DEMO_CLIP = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, patch_size=8,
+                 image_size=64, hidden_act="quick_gelu")  # fmt: skip
+DEMO_CONVNEXT = dict(hidden_sizes=[16, 32, 64], depths=[1, 1, 2], layer_scale_init_value=1.0)
+
+
+def _demo_convnext_clip() -> PiipVisionConfig:
+    return PiipVisionConfig(
+        branches=[
+            BranchConfig("clip", "clip", 64, [[0, 1], [2, 3]], DEMO_CLIP),
+            BranchConfig("convnext", "convnext", 128, [[0, 2], [3, 5]], DEMO_CONVNEXT),
+        ],
+        deform_num_heads=4,
+    )
+
+
 TOWER_PRESETS: dict[str, Callable[[], PiipVisionConfig]] = {
     # Released PIIP-LLaVA towers (the 7B/13B suffix names the LLM the tower was trained with).
     "piip-llava_clip-bl_512-256_7B": _clip_bl_512_256,
@@ -178,6 +197,9 @@ TOWER_PRESETS: dict[str, Callable[[], PiipVisionConfig]] = {
     "tiny-siglip-clip": _tiny_clip_siglip,
     "tiny-vit-3branch": _tiny_multi(3),
     "tiny-vit-4branch": _tiny_multi(4),
+    # Quickstart towers.
+    "demo-convnext-clip_128-64": _demo_convnext_clip,
+    "demo-clip_96": _single(BranchConfig("clip", "clip", 96, [[0, 3]], DEMO_CLIP)),
 }
 
 

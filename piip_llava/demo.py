@@ -1,0 +1,338 @@
+"""``piip-llava demo``: the synthetic quickstart, end to end on a laptop CPU, nothing downloaded.
+
+Steps, each leaving a marker in ``OUTPUT/.done/`` so a rerun reuses what is finished:
+
+1. ``data``: synthetic scenes (:mod:`piip_llava.data.scene_sets`): warm-up text, stage-1 captions, the stage-2
+   instruction mix, TextVQA / small-text TextVQA / MMBench / POPE sets in the official formats.
+2. ``build``: a random tiny PIIP-LLaVA (the ``demo-convnext-clip_128-64`` tower, a 4-layer Llama, a BPE tokenizer
+   trained here).
+3. ``warmup``: ``piip-llava train`` on text-only conversations, LLM only. A real LLaVA starts from Vicuna, which can
+   already copy a word from a "Reference OCR token" line; a random LLM cannot, and learning it from the sparse
+   answers of stage 2 takes far longer than the whole demo (measured: docs/quickstart.md).
+4. ``stage1``: ``piip-llava train`` on the captions (``plain`` template). The paper trains only the projector here
+   because its branches and LLM are pretrained; ours start random, so stage 1 also trains the branches and the
+   LLM. The interactions stay frozen at their zero-gate init, as in the paper.
+5. ``stage2``: ``piip-llava train`` on the instruction mix (``vicuna_v1``, ``pad`` images), everything trainable.
+6. ``eval``: the evaluators of ``piip-llava eval run`` / ``score`` on the four sets.
+7. ``report``: the results table (also ``results.md`` / ``results.json``) and the loss curve ``loss.png``.
+
+Then ``bash serve/launch_local.sh OUTPUT/stage2`` serves the model (skipped with ``--no-serve`` or
+``DEMO_SERVE=0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEMO_TOWER = "demo-convnext-clip_128-64"
+# The LLM: the tiny Llama widened and deepened enough to read the options of a multiple-choice question.
+DEMO_LLM = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2)  # fmt: skip
+ALL_PARTS = "projector,vision_branches,interactions,llm"
+STAGE_EPOCHS = {"warmup": 1.0, "stage1": 2.0, "stage2": 1.0}
+# name -> (eval set folder, benchmark, question file, image folder, annotations)
+EVAL_SETS = {
+    "textvqa": ("textvqa", "textvqa", "llava_textvqa_val_v051_ocr.jsonl", "train_images", "TextVQA_0.5.1_val.json"),
+    "textvqa_small": ("textvqa_small", "textvqa", "llava_textvqa_val_v051_ocr.jsonl", "train_images",
+                      "TextVQA_0.5.1_val.json"),
+    "mmbench": ("mmbench", "mmbench", "mmbench_dev_20230712.tsv", ".", None),
+    "pope": ("pope", "pope", "llava_pope_test.jsonl", "val2014", "coco"),
+}  # fmt: skip
+EVAL_TITLES = {"textvqa": "TextVQA (synthetic, with OCR tokens)", "textvqa_small": "small-text OCR (no OCR tokens)",
+               "mmbench": "MMBench (CircularEval)", "pope": "POPE (yes/no)"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One training stage of the quickstart: its data, template, image mode and what trains."""
+
+    name: str
+    data_file: str
+    template: str
+    aspect: str
+    parts: str
+    description: str
+
+
+STAGES = [
+    StageSpec("warmup", "warmup.json", "vicuna_v1", "pad", "llm",
+              "LLM warm-up on text (reading OCR-token lines, facts, option letters)"),
+    StageSpec("stage1", "pretrain.json", "plain", "square", "projector,vision_branches,llm",
+              "stage 1: caption alignment (plain template)"),
+    StageSpec("stage2", "instruct.json", "vicuna_v1", "pad", ALL_PARTS,
+              "stage 2: instruction tuning (vicuna_v1)"),
+]  # fmt: skip
+
+
+@dataclass
+class DemoConfig:
+    """What a run builds and how long it trains. The defaults are the quickstart's."""
+
+    output: Path = Path("playground/demo")
+    data: Path | None = None  # default: OUTPUT/data; several runs can share one data folder
+    seed: int = 0
+    scale: float = 1.0  # multiplies every data set's size (the test uses a tiny fraction)
+    tower: str = DEMO_TOWER
+    parts: dict[str, str] = field(default_factory=dict)  # stage name -> tunable parts, overriding STAGES
+    epochs: dict[str, float] = field(default_factory=lambda: dict(STAGE_EPOCHS))
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    serve: bool = True
+    train_flags: list[str] = field(default_factory=list)  # extra `piip-llava train` flags for every stage
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        self.data = Path(self.data) if self.data else self.output / "data"
+
+    @property
+    def base_model(self) -> Path:
+        return self.output / "base"
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.output / stage
+
+    @property
+    def final_model(self) -> Path:
+        return self.stage_dir(STAGES[-1].name)
+
+    def stage_parts(self, stage: StageSpec) -> str:
+        return self.parts.get(stage.name, stage.parts)
+
+
+def _sizes(scale: float):
+    from piip_llava.data.scene_sets import SceneSetSizes
+
+    sizes = dataclasses.asdict(SceneSetSizes())
+    return SceneSetSizes(**{name: max(2, round(count * scale)) for name, count in sizes.items()})
+
+
+def step_data(config: DemoConfig) -> dict:
+    from piip_llava.data.scene_sets import write_scene_sets
+
+    marker = config.data / ".complete"  # shared data folders are written once
+    if not marker.exists():
+        write_scene_sets(config.data, config.seed, _sizes(config.scale))
+        marker.write_text(json.dumps(dataclasses.asdict(_sizes(config.scale))))
+    return {"sizes": json.loads(marker.read_text())}
+
+
+def step_build(config: DemoConfig) -> dict:
+    from piip_llava.model.tiny import build_tiny_model
+    from piip_llava.model.vision.flops import count_tower_flops
+
+    model, processor = build_tiny_model(tower=config.tower, seed=config.seed, text_overrides=DEMO_LLM)
+    model.save_pretrained(config.base_model)
+    processor.save_pretrained(config.base_model)
+    flops = count_tower_flops(model.config.vision_config, config.tower)
+    return {"tower": config.tower, "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "vision_mflops": 1000 * flops.vision_gflops, "visual_tokens": model.config.image_seq_length}  # fmt: skip
+
+
+def train_command(config: DemoConfig, index: int) -> list[str]:
+    """The `piip-llava train` command line of a stage (one CPU process, no DeepSpeed); each stage starts from the
+    previous one's output."""
+    stage, data = STAGES[index], config.data
+    start = config.base_model if index == 0 else config.stage_dir(STAGES[index - 1].name)
+    return [sys.executable, "-m", "piip_llava", "train", "--model_name_or_path", str(start),
+            "--data_path", str(data / stage.data_file), "--image_folder", str(data / "images"),
+            "--template", stage.template, "--image_aspect_ratio", stage.aspect,
+            "--tunable_parts", config.stage_parts(stage), "--num_train_epochs", str(config.epochs[stage.name]),
+            "--per_device_train_batch_size", str(config.batch_size), "--learning_rate", str(config.learning_rate),
+            "--weight_decay", "0", "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
+            "--model_max_length", "512", "--use_cpu", "--report_to", "none", "--save_strategy", "no",
+            "--logging_steps", "0.02", "--seed", str(config.seed), "--dataloader_num_workers", "0",
+            "--output_dir", str(config.stage_dir(stage.name)), "--disable_tqdm", "False",
+            *config.train_flags]  # fmt: skip
+
+
+def run_stage(config: DemoConfig, index: int) -> dict:
+    output = config.stage_dir(STAGES[index].name)
+    if output.exists():  # an interrupted stage starts over (it saves no checkpoints: it takes minutes)
+        shutil.rmtree(output)
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run(train_command(config, index), check=True, env=environment)
+    from piip_llava.train.plot import read_losses
+
+    losses = read_losses(output / "log.jsonl")
+    return {"steps": losses[-1][0], "first_loss": losses[0][1], "last_loss": losses[-1][1]}
+
+
+def step_eval(config: DemoConfig) -> dict:
+    """Generation and scoring with the functions behind `piip-llava eval run` / `score`."""
+    import torch
+    from transformers import AutoProcessor
+
+    import piip_llava.model  # noqa: F401
+    from piip_llava.eval.benchmarks import get_benchmark
+    from piip_llava.eval.runner import run_questions
+    from piip_llava.model import PiipLlavaForConditionalGeneration
+
+    model_dir = config.final_model
+    model = PiipLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    scores = {}
+    for name, (folder, benchmark_name, questions, images, annotation_file) in EVAL_SETS.items():
+        benchmark, root = get_benchmark(benchmark_name), config.data / "eval" / folder
+        answers = config.output / "answers" / f"{name}.jsonl"
+        answers.unlink(missing_ok=True)
+        logger.info("eval %s", EVAL_TITLES[name])
+        run_questions(model, processor, benchmark.load(root / questions, root / images), answers,
+                      batch_size=config.eval_batch_size, max_new_tokens=16, model_id="piip-llava-demo")  # fmt: skip
+        scores[name] = benchmark.score(answers, root / annotation_file if annotation_file else None)
+    return {"scores": scores}
+
+
+def step_report(config: DemoConfig, results: dict) -> dict:
+    from piip_llava.train.plot import plot_losses, read_losses
+
+    points, spans = [], []
+    for stage in STAGES:  # one curve, the stages end to end
+        offset = points[-1][0] if points else 0
+        losses = read_losses(config.stage_dir(stage.name) / "log.jsonl")
+        points += [(step + offset, loss) for step, loss in losses]
+        spans.append(f"{stage.name} {offset + 1}-{points[-1][0]}")
+    loss_png = plot_losses(points, config.output / "loss.png", title="training loss by step: " + ", ".join(spans))
+    table = results_table(results)
+    (config.output / "results.md").write_text(table + "\n")
+    (config.output / "results.json").write_text(json.dumps(results, indent=2))
+    return {"table": table, "loss_png": str(loss_png)}
+
+
+def results_table(results: dict) -> str:
+    lines = ["| benchmark | accuracy | questions |", "|---|---|---|"]
+    for name in EVAL_SETS:
+        score = results["eval"]["scores"][name]
+        count = (
+            score.get("samples")
+            or score.get("questions")
+            or sum(c["samples"] for c in score.get("categories", {}).values())
+        )
+        extra = f" (F1 {score['f1']:.1f})" if "f1" in score else ""
+        lines.append(f"| {EVAL_TITLES[name]} | {score['accuracy']:.1f}{extra} | {count} |")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    description: str
+    run: Callable[[DemoConfig, dict], dict]
+
+
+STEPS = [
+    Step("data", "synthetic scenes: warm-up text, captions, instruction mix, evaluation sets",
+         lambda c, r: step_data(c)),
+    Step("build", "random tiny PIIP-LLaVA with a local tokenizer", lambda c, r: step_build(c)),
+    *(Step(stage.name, f"{stage.description} (piip-llava train)", lambda c, r, i=index: run_stage(c, i))
+      for index, stage in enumerate(STAGES)),
+    Step("eval", "evaluation: TextVQA, small-text OCR, MMBench, POPE", lambda c, r: step_eval(c)),
+    Step("report", "results table and loss curve", step_report),
+]  # fmt: skip
+
+
+def run_demo(config: DemoConfig) -> dict:
+    """Run (or reuse) every step; returns each step's result with its ``seconds``."""
+    done = config.output / ".done"
+    done.mkdir(parents=True, exist_ok=True)
+    results, started = {}, time.time()
+    for number, step in enumerate(STEPS, start=1):
+        marker = done / f"{step.name}.json"
+        prefix = f"[{number}/{len(STEPS)}] {step.name}"
+        if marker.exists():
+            results[step.name] = json.loads(marker.read_text())
+            logger.info("%s: done in an earlier run (%.0f s), reused", prefix, results[step.name]["seconds"])
+            continue
+        logger.info("%s: %s …", prefix, step.description)
+        step_start = time.time()
+        results[step.name] = {**step.run(config, results), "seconds": time.time() - step_start}
+        marker.write_text(json.dumps(results[step.name]))
+        logger.info("%s: done in %.0f s (%.0f s so far)", prefix, results[step.name]["seconds"],
+                    time.time() - started)  # fmt: skip
+    return results
+
+
+def serve(model_dir: Path) -> int:
+    script = Path("serve/launch_local.sh")
+    if not script.exists():
+        logger.warning("%s not found: run from the repository root to serve the model (%s)", script, model_dir)
+        return 0
+    try:
+        return subprocess.run(["bash", str(script), str(model_dir)]).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(config: DemoConfig) -> int:
+    results = run_demo(config)
+    build = results["build"]
+    print(f"\nPIIP-LLaVA demo: {build['tower']} tower ({build['vision_mflops']:.1f} MFLOPs, "
+          f"{build['visual_tokens']} visual tokens), {build['parameters_m']:.1f} M parameters")  # fmt: skip
+    print(results["report"]["table"])
+    total = sum(result["seconds"] for result in results.values())
+    print(f"loss curve: {results['report']['loss_png']}; trained model: {config.final_model}; "
+          f"steps took {total:.0f} s in all")  # fmt: skip
+    if config.serve:
+        return serve(config.final_model)
+    return 0
+
+
+def add_arguments(parser) -> None:
+    defaults = DemoConfig()
+    parser.add_argument("--output", default=str(defaults.output), help="run folder (a rerun reuses finished steps)")
+    parser.add_argument("--data", help="data folder (default OUTPUT/data); runs may share one")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--scale", type=float, default=defaults.scale, help="multiply every data set's size")
+    parser.add_argument("--tower", default=defaults.tower, help="tower preset (piip-llava flops --list)")
+    stage_names = ", ".join(stage.name for stage in STAGES)
+    parser.add_argument(
+        "--parts",
+        action="append",
+        default=[],
+        metavar="STAGE=PARTS",
+        help=f"tunable parts of a stage ({stage_names}), e.g. stage2=projector,vision_branches,llm",
+    )
+    parser.add_argument("--epochs", action="append", default=[], metavar="STAGE=N",
+                        help=f"epochs of a stage (defaults: {STAGE_EPOCHS})")  # fmt: skip
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--no-serve", action="store_true", help="do not start the local serving stack at the end "
+                        "(also DEMO_SERVE=0)")  # fmt: skip
+
+
+def _stage_values(pairs: list[str], convert) -> dict:
+    values = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        if name not in STAGE_EPOCHS or not value:
+            raise SystemExit(f"expected STAGE=VALUE with STAGE in {', '.join(STAGE_EPOCHS)}, got {pair!r}")
+        values[name] = convert(value)
+    return values
+
+
+def run(args) -> int:
+    config = DemoConfig(
+        output=Path(args.output),
+        data=Path(args.data) if args.data else None,
+        seed=args.seed,
+        scale=args.scale,
+        tower=args.tower,
+        parts=_stage_values(args.parts, str),
+        epochs={**STAGE_EPOCHS, **_stage_values(args.epochs, float)},
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        serve=not args.no_serve and os.environ.get("DEMO_SERVE", "1") != "0",
+    )
+    return main(config)
