@@ -26,6 +26,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 DEMO_TOWER = "demo-convnext-clip_128-64"
+DEMO_MODEL_NAME = "piip-llava-demo"
 # The LLM: the tiny Llama widened and deepened enough to read the options of a multiple-choice question.
 DEMO_LLM = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2)  # fmt: skip
@@ -163,7 +165,9 @@ def run_stage(config: DemoConfig, index: int) -> dict:
     if output.exists():  # an interrupted stage starts over (it saves no checkpoints: it takes minutes)
         shutil.rmtree(output)
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    subprocess.run(train_command(config, index), check=True, env=environment)
+    command = train_command(config, index)
+    logger.info("$ %s", shlex.join(command))
+    subprocess.run(command, check=True, env=environment)
     from piip_llava.train.plot import read_losses
 
     losses = read_losses(output / "log.jsonl")
@@ -190,7 +194,7 @@ def step_eval(config: DemoConfig) -> dict:
         answers.unlink(missing_ok=True)
         logger.info("eval %s", EVAL_TITLES[name])
         run_questions(model, processor, benchmark.load(root / questions, root / images), answers,
-                      batch_size=config.eval_batch_size, max_new_tokens=16, model_id="piip-llava-demo")  # fmt: skip
+                      batch_size=config.eval_batch_size, max_new_tokens=16, model_id=DEMO_MODEL_NAME)  # fmt: skip
         scores[name] = benchmark.score(answers, root / annotation_file if annotation_file else None)
     return {"scores": scores}
 
@@ -270,7 +274,7 @@ def serve(model_dir: Path) -> int:
         logger.warning("%s not found: run from the repository root to serve the model (%s)", script, model_dir)
         return 0
     try:
-        return subprocess.run(["bash", str(script), str(model_dir)]).returncode
+        return subprocess.run(["bash", str(script), str(model_dir), "--model-name", DEMO_MODEL_NAME]).returncode
     except KeyboardInterrupt:
         return 0
 

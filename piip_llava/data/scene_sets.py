@@ -53,8 +53,8 @@ class SceneSetSizes:
     """Samples per set (the evaluation sets count questions; MMBench runs each question in 4 circular copies)."""
 
     warmup: int = 3200
-    pretrain: int = 6400
-    instruct: int = 9600
+    pretrain: int = 7000
+    instruct: int = 11200
     textvqa: int = 200
     textvqa_small: int = 200
     mmbench: int = 100
@@ -175,7 +175,7 @@ def write_instruct(folder: Path, count: int, seed: int = 0, image_size: int = 12
     return path
 
 
-def warmup_turns(rng: random.Random, max_questions: int = 6) -> list[dict]:
+def warmup_turns(rng: random.Random, max_questions: int = 8) -> list[dict]:
     """A text-only conversation for the LLM warm-up: reading questions answered from a "Reference OCR token" line
     (copy the word, or pick the one naming a colour or shape) and simple facts, short-answer and multiple-choice."""
     turns = []

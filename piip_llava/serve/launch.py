@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-port", type=int, default=21002)
     parser.add_argument("--api-port", type=int, default=8000)
     parser.add_argument("--web-port", type=int, default=7860)
+    parser.add_argument("--model-name", help="name clients use (default: the model directory's name)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--log-dir", default="serve_logs")
     parser.add_argument("--api-key", help="require this key on the API (default: open, loopback only)")
@@ -123,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log_dir = Path(args.log_dir)
     controller = f"http://127.0.0.1:{args.controller_port}"
+    model_name = args.model_name or Path(args.model_path).resolve().name
+    worker_args = ["--device", args.device, "--model-name", model_name]
     services = [
         controller_service(args.controller_port, log_dir),
-        worker_service(args.model_path, args.worker_port, controller, log_dir, "--device", args.device),
+        worker_service(args.model_path, args.worker_port, controller, log_dir, *worker_args),
         api_service(args.api_port, controller, log_dir, *(["--api-key", args.api_key] if args.api_key else [])),
     ]
     if not args.no_web:
@@ -136,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         for service in services:
             logger.info("starting %s (log: %s)", service.name, service.log_path)
             service.start(env).wait_ready()
-        wait_for_model(controller, Path(args.model_path).resolve().name)
-        logger.info("\nserving %s", Path(args.model_path).resolve().name)
+        wait_for_model(controller, model_name)
+        logger.info("\nserving %s", model_name)
         logger.info("  OpenAI API : http://127.0.0.1:%d/v1  (GET /v1/models, POST /v1/chat/completions)", args.api_port)
         if not args.no_web:
             logger.info("  web demo   : http://127.0.0.1:%d", args.web_port)

@@ -121,6 +121,9 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
     parser.add_argument(
         "--batch-wait", type=float, default=0.02, help="quiet seconds that close a batch (default 0.02)"
     )
+    parser.add_argument(
+        "--stream-interval", type=float, default=0.01, help="seconds between a stream's text events (default 0.01)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=512, help="default completion limit")
     parser.add_argument("--max-images-per-request", type=int, default=4)
     parser.add_argument("--max-image-pixels", type=int, default=40_000_000)
@@ -135,6 +138,7 @@ def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None)
         model_name=args.model_name or Path(args.model_path).resolve().name,
         max_batch_size=args.max_batch_size,
         batch_wait=args.batch_wait,
+        stream_interval=args.stream_interval,
         default_max_new_tokens=args.max_new_tokens,
         media=media,
     )
