@@ -71,13 +71,25 @@ def plot(runs: dict[str, list[dict]], output: Path) -> None:
             draw.line([left, y, right, y], fill=(225, 225, 225))
         draw.text((left, bottom + 8), f"{low:.1f}", fill="black")
         draw.text((right - 40, bottom + 8), f"{high:.1f}", fill="black")
+        if name == "textvqa_small":  # chance: one of the 24 scene words
+            y = bottom - 100 / 24 / 100 * (bottom - top)
+            for x in range(left, right, 12):
+                draw.line([x, y, x + 6, y], fill=(120, 120, 120))
+            draw.text((right - 70, y - 14), "chance 4.2", fill=(120, 120, 120))
         for arm, rows in runs.items():
             for row in rows:
                 x = left + (row["mflops"] - low) / (high - low) * (right - left)
                 y = bottom - row[name] / 100 * (bottom - top)
-                draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=COLOURS[arm])
+                if arm == "no_interactions":  # a ring, so that it shows where it overlaps (a) at the same FLOPs
+                    draw.ellipse([x - 8, y - 8, x + 8, y + 8], outline=COLOURS[arm], width=2)
+                else:
+                    draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=COLOURS[arm])
     for index, arm in enumerate(runs):
-        draw.rectangle([margin + index * 280, height - 22, margin + index * 280 + 10, height - 12], fill=COLOURS[arm])
+        box = [margin + index * 280, height - 22, margin + index * 280 + 10, height - 12]
+        if arm == "no_interactions":
+            draw.ellipse(box, outline=COLOURS[arm], width=2)
+        else:
+            draw.rectangle(box, fill=COLOURS[arm])
         draw.text((margin + index * 280 + 16, height - 24), ARMS[arm], fill="black")
     image.save(output)
 
