@@ -1,7 +1,6 @@
 """piip_llava/demo.py: a shortened quickstart (a few training steps), then a rerun that reuses every step."""
 
 import json
-import time
 
 from piip_llava.cli import main
 from piip_llava.demo import STEPS
@@ -23,9 +22,7 @@ def test_shortened_demo_runs_every_step_then_reuses_them(tmp_path, capsys, caplo
     weights_time = (output / "stage2" / "model.safetensors").stat().st_mtime
 
     caplog.clear()
-    started = time.time()
     assert main(arguments) == 0
-    assert time.time() - started < 10
     assert all(f"{step.name}: done in an earlier run" in caplog.text for step in STEPS)
     assert capsys.readouterr().out.count("| POPE (yes/no) |") == 1
     assert (output / "stage2" / "model.safetensors").stat().st_mtime == weights_time

@@ -42,27 +42,31 @@ def conversation(question: str, answer: str | None) -> str:
 
 
 @torch.inference_mode()
+def answer_log_probs(model, processor, question: str, image: Image.Image, words: list[str]) -> list[float]:
+    """Log-probability of each word (its tokens and ``</s>``) as the answer to ``question`` about ``image``; the
+    candidates run as one left-padded batch."""
+    tokenizer = processor.tokenizer
+    texts = [conversation(question, word) for word in words]
+    prefix = tokenizer(conversation(question, None))["input_ids"]
+    inputs = processor(text=texts, images=[image] * len(texts))
+    log_probs = model(**inputs).logits.float().log_softmax(-1)
+    scores = []
+    for row, text in enumerate(texts):
+        ids = tokenizer(text)["input_ids"]
+        common = next(i for i, (a, b) in enumerate(zip(ids, prefix + [-1])) if a != b)
+        positions = inputs["attention_mask"][row].nonzero().flatten()[common - len(ids) :]  # the answer's tokens
+        targets = inputs["input_ids"][row, positions]
+        scores.append(log_probs[row, positions - 1].gather(-1, targets[:, None]).sum().item())
+    return scores
+
+
 def rank_words(model_dir: Path, items: list[tuple[str, Path, str]]) -> dict:
     model = PiipLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
-    tokenizer = processor.tokenizer
     ranks = []
     for question, image_path, right in items:
-        texts = [conversation(question, word) for word in VOCABULARY]
-        prefix = tokenizer(conversation(question, None))["input_ids"]
-        image = Image.open(image_path).convert("RGB")
-        inputs = processor(text=texts, images=[image] * len(texts))
-        log_probs = model(**inputs).logits.float().log_softmax(-1)
-        scores = []
-        for row, text in enumerate(texts):
-            ids = tokenizer(text)["input_ids"]
-            common = next(i for i, (a, b) in enumerate(zip(ids, prefix + [-1])) if a != b)
-            answer_len = len(ids) - common  # the word's tokens and </s>
-            positions = inputs["attention_mask"][row].nonzero().flatten()[-answer_len:]
-            targets = inputs["input_ids"][row, positions]
-            scores.append(log_probs[row, positions - 1].gather(-1, targets[:, None]).sum().item())
-        order = sorted(range(len(VOCABULARY)), key=lambda i: -scores[i])
-        ranks.append(1 + order.index(VOCABULARY.index(right)))
+        scores = answer_log_probs(model, processor, question, Image.open(image_path).convert("RGB"), list(VOCABULARY))
+        ranks.append(1 + sum(score > scores[VOCABULARY.index(right)] for score in scores))
     return {"top1": 100 * sum(r == 1 for r in ranks) / len(ranks), "mean_rank": statistics.mean(ranks),
             "questions": len(ranks)}  # fmt: skip
 

@@ -1,0 +1,57 @@
+"""The pyramid-vs-single experiment's scripts (scripts/experiments/): the likelihood probe and the report."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from piip_llava.model.tiny import build_tiny_model
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "scripts" / "experiments"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_batched_answer_scores_equal_each_answer_scored_alone():
+    rank = load_script("rank_small_text")
+    torch.manual_seed(0)
+    model, processor = build_tiny_model()
+    model.eval()
+    image = Image.new("RGB", (40, 30), (200, 30, 30))
+    question = "What is written at the top?\nAnswer the question using a single word or phrase."
+    words = ["lamp", "a much longer answer of several words", "frog"]  # different lengths: the batch is padded
+    batched = rank.answer_log_probs(model, processor, question, image, words)
+    prompt_ids = processor(text=[rank.conversation(question, None)], images=[image])["input_ids"][0].tolist()
+    for word, score in zip(words, batched):
+        inputs = processor(text=[rank.conversation(question, word)], images=[image])
+        ids = inputs["input_ids"][0]
+        assert ids[: len(prompt_ids)].tolist() == prompt_ids  # the answer only appends tokens
+        with torch.no_grad():
+            log_probs = model(**inputs).logits[0].float().log_softmax(-1)
+        expected = sum(log_probs[i - 1, ids[i]].item() for i in range(len(prompt_ids), len(ids)))
+        assert abs(score - expected) < 1e-3, (word, score, expected)
+    assert len(set(batched)) == len(words)
+
+
+def test_report_averages_seeds_and_draws_the_plot(tmp_path):
+    report = load_script("report_pyramid_vs_single")
+    for seed, offset in (("seed0", 0.0), ("seed1", 10.0)):
+        for arm, mflops in (("piip", 28.2), ("single", 31.6)):
+            scores = {name: {"accuracy": offset + index} for index, name in enumerate(report.COLUMNS)}
+            results = {"build": {"vision_mflops": mflops, "visual_tokens": 64}, "eval": {"scores": scores}}
+            (tmp_path / seed / arm).mkdir(parents=True)
+            (tmp_path / seed / arm / "results.json").write_text(json.dumps(results))
+    runs = report.read_runs(tmp_path)
+    assert set(runs) == {"piip", "single"} and all(len(rows) == 2 for rows in runs.values())
+    table = report.table(runs)
+    # first column of scores: 0 and 10 -> mean 5.0; mean of four: 1.5 and 11.5 -> 6.5
+    assert "| **5.0** (0.0 / 10.0) |" in table and "**6.5** (1.5 / 11.5) | 2 |" in table
+    report.plot(runs, tmp_path / "plot.png")
+    assert Image.open(tmp_path / "plot.png").size == (900, 420)
