@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 
 from piip_llava.serve.launch import free_port
-from tests.serve.conftest import MODEL_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +19,7 @@ def test_launch_local_script(served_model_dir, tmp_path):
     command = [
         "bash", "serve/launch_local.sh", served_model_dir, "--no-web", "--log-dir", str(tmp_path),
         "--controller-port", str(ports["controller"]), "--worker-port", str(ports["worker"]),
-        "--api-port", str(ports["api"]),
+        "--api-port", str(ports["api"]), "--model-name", "launched-model",
     ]  # fmt: skip
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
@@ -32,7 +31,10 @@ def test_launch_local_script(served_model_dir, tmp_path):
             lines.append(process.stderr.readline())
         assert any(f"http://127.0.0.1:{ports['api']}/v1" in line for line in lines)
         api = f"http://127.0.0.1:{ports['api']}"
-        body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        assert any("serving launched-model" in line for line in lines)
+        models = httpx.get(f"{api}/v1/models", timeout=10).json()["data"]
+        assert [model["id"] for model in models] == ["launched-model"]  # --model-name, not the directory's name
+        body = {"model": "launched-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
         assert httpx.post(f"{api}/v1/chat/completions", json=body, timeout=60).status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
