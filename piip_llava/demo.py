@@ -43,7 +43,6 @@ DEMO_MODEL_NAME = "piip-llava-demo"
 DEMO_LLM = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
                 num_key_value_heads=2)  # fmt: skip
 ALL_PARTS = "projector,vision_branches,interactions,llm"
-STAGE_EPOCHS = {"warmup": 1.0, "stage1": 2.0, "stage2": 1.0}
 # name -> (eval set folder, benchmark, question file, image folder, annotations)
 EVAL_SETS = {
     "textvqa": ("textvqa", "textvqa", "llava_textvqa_val_v051_ocr.jsonl", "train_images", "TextVQA_0.5.1_val.json"),
@@ -58,22 +57,23 @@ EVAL_TITLES = {"textvqa": "TextVQA (synthetic, with OCR tokens)", "textvqa_small
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One training stage of the quickstart: its data, template, image mode and what trains."""
+    """One training stage of the quickstart: its data, template, image mode, what trains and for how long."""
 
     name: str
     data_file: str
     template: str
     aspect: str
     parts: str
+    epochs: float
     description: str
 
 
 STAGES = [
-    StageSpec("warmup", "warmup.json", "vicuna_v1", "pad", "llm",
+    StageSpec("warmup", "warmup.json", "vicuna_v1", "pad", "llm", 1.0,
               "LLM warm-up on text (reading OCR-token lines, facts, option letters)"),
-    StageSpec("stage1", "pretrain.json", "plain", "square", "projector,vision_branches,llm",
+    StageSpec("stage1", "pretrain.json", "plain", "square", "projector,vision_branches,llm", 2.0,
               "stage 1: caption alignment (plain template)"),
-    StageSpec("stage2", "instruct.json", "vicuna_v1", "pad", ALL_PARTS,
+    StageSpec("stage2", "instruct.json", "vicuna_v1", "pad", ALL_PARTS, 1.0,
               "stage 2: instruction tuning (vicuna_v1)"),
 ]  # fmt: skip
 
@@ -87,13 +87,13 @@ class DemoConfig:
     seed: int = 0
     scale: float = 1.0  # multiplies every data set's size (the test uses a tiny fraction)
     tower: str = DEMO_TOWER
-    parts: dict[str, str] = field(default_factory=dict)  # stage name -> tunable parts, overriding STAGES
-    epochs: dict[str, float] = field(default_factory=lambda: dict(STAGE_EPOCHS))
+    # stage name -> value, overriding STAGES
+    parts: dict[str, str] = field(default_factory=dict)
+    epochs: dict[str, float] = field(default_factory=dict)
     learning_rate: float = 1e-3
     batch_size: int = 16
     eval_batch_size: int = 32
     serve: bool = True
-    train_flags: list[str] = field(default_factory=list)  # extra `piip-llava train` flags for every stage
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -113,6 +113,9 @@ class DemoConfig:
     def stage_parts(self, stage: StageSpec) -> str:
         return self.parts.get(stage.name, stage.parts)
 
+    def stage_epochs(self, stage: StageSpec) -> float:
+        return self.epochs.get(stage.name, stage.epochs)
+
 
 def _sizes(scale: float):
     from piip_llava.data.scene_sets import SceneSetSizes
@@ -126,8 +129,9 @@ def step_data(config: DemoConfig) -> dict:
 
     marker = config.data / ".complete"  # shared data folders are written once
     if not marker.exists():
-        write_scene_sets(config.data, config.seed, _sizes(config.scale))
-        marker.write_text(json.dumps(dataclasses.asdict(_sizes(config.scale))))
+        sizes = _sizes(config.scale)
+        write_scene_sets(config.data, config.seed, sizes)
+        marker.write_text(json.dumps(dataclasses.asdict(sizes)))
     return {"sizes": json.loads(marker.read_text())}
 
 
@@ -151,13 +155,12 @@ def train_command(config: DemoConfig, index: int) -> list[str]:
     return [sys.executable, "-m", "piip_llava", "train", "--model_name_or_path", str(start),
             "--data_path", str(data / stage.data_file), "--image_folder", str(data / "images"),
             "--template", stage.template, "--image_aspect_ratio", stage.aspect,
-            "--tunable_parts", config.stage_parts(stage), "--num_train_epochs", str(config.epochs[stage.name]),
+            "--tunable_parts", config.stage_parts(stage), "--num_train_epochs", str(config.stage_epochs(stage)),
             "--per_device_train_batch_size", str(config.batch_size), "--learning_rate", str(config.learning_rate),
             "--weight_decay", "0", "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
             "--model_max_length", "512", "--use_cpu", "--report_to", "none", "--save_strategy", "no",
             "--logging_steps", "0.02", "--seed", str(config.seed), "--dataloader_num_workers", "0",
-            "--output_dir", str(config.stage_dir(stage.name)), "--disable_tqdm", "False",
-            *config.train_flags]  # fmt: skip
+            "--output_dir", str(config.stage_dir(stage.name)), "--disable_tqdm", "False"]  # fmt: skip
 
 
 def run_stage(config: DemoConfig, index: int) -> dict:
@@ -308,8 +311,9 @@ def add_arguments(parser) -> None:
         metavar="STAGE=PARTS",
         help=f"tunable parts of a stage ({stage_names}), e.g. stage2=projector,vision_branches,llm",
     )
+    epochs = ", ".join(f"{stage.name}={stage.epochs:g}" for stage in STAGES)
     parser.add_argument("--epochs", action="append", default=[], metavar="STAGE=N",
-                        help=f"epochs of a stage (defaults: {STAGE_EPOCHS})")  # fmt: skip
+                        help=f"epochs of a stage (defaults: {epochs})")  # fmt: skip
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--no-serve", action="store_true", help="do not start the local serving stack at the end "
@@ -320,8 +324,9 @@ def _stage_values(pairs: list[str], convert) -> dict:
     values = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        if name not in STAGE_EPOCHS or not value:
-            raise SystemExit(f"expected STAGE=VALUE with STAGE in {', '.join(STAGE_EPOCHS)}, got {pair!r}")
+        names = [stage.name for stage in STAGES]
+        if name not in names or not value:
+            raise SystemExit(f"expected STAGE=VALUE with STAGE in {', '.join(names)}, got {pair!r}")
         values[name] = convert(value)
     return values
 
@@ -334,7 +339,7 @@ def run(args) -> int:
         scale=args.scale,
         tower=args.tower,
         parts=_stage_values(args.parts, str),
-        epochs={**STAGE_EPOCHS, **_stage_values(args.epochs, float)},
+        epochs=_stage_values(args.epochs, float),
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         serve=not args.no_serve and os.environ.get("DEMO_SERVE", "1") != "0",

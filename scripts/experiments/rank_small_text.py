@@ -21,17 +21,19 @@ from transformers import AutoProcessor
 
 import piip_llava.model  # noqa: F401
 from piip_llava.data.scenes import VOCABULARY
+from piip_llava.eval.benchmarks import Question, llava_question_file, textvqa_question
 from piip_llava.model import PiipLlavaForConditionalGeneration
 from piip_llava.model.conversation import IMAGE_TOKEN, get_conversation
 
 
-def questions(data: Path, eval_set: str = "textvqa_small") -> list[tuple[str, Path, str]]:
-    """(question text as evaluated, image path, right word) for every question of a TextVQA-format set."""
+def questions(data: Path, eval_set: str = "textvqa_small") -> list[tuple[Question, str]]:
+    """Every question of a TextVQA-format set with its right word, joined to the annotations as the TextVQA
+    scorer joins them (image id and question)."""
     root = data / "eval" / eval_set
-    answers = {row["image_id"]: row["ocr_tokens"][0]
-               for row in json.loads((root / "TextVQA_0.5.1_val.json").read_text())["data"]}  # fmt: skip
-    rows = [json.loads(line) for line in (root / "llava_textvqa_val_v051_ocr.jsonl").read_text().splitlines()]
-    return [(row["text"], root / "train_images" / row["image"], answers[Path(row["image"]).stem]) for row in rows]
+    annotations = json.loads((root / "TextVQA_0.5.1_val.json").read_text())["data"]
+    words = {(row["image_id"], row["question"].lower()): row["ocr_tokens"][0] for row in annotations}
+    questions = llava_question_file(root / "llava_textvqa_val_v051_ocr.jsonl", root / "train_images")
+    return [(question, words[(question.question_id, textvqa_question(question.text))]) for question in questions]
 
 
 def conversation(question: str, answer: str | None) -> str:
@@ -60,12 +62,12 @@ def answer_log_probs(model, processor, question: str, image: Image.Image, words:
     return scores
 
 
-def rank_words(model_dir: Path, items: list[tuple[str, Path, str]]) -> dict:
+def rank_words(model_dir: Path, items: list[tuple[Question, str]]) -> dict:
     model = PiipLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
     ranks = []
-    for question, image_path, right in items:
-        scores = answer_log_probs(model, processor, question, Image.open(image_path).convert("RGB"), list(VOCABULARY))
+    for question, right in items:
+        scores = answer_log_probs(model, processor, question.text, question.image(), list(VOCABULARY))
         ranks.append(1 + sum(score > scores[VOCABULARY.index(right)] for score in scores))
     return {"top1": 100 * sum(r == 1 for r in ranks) / len(ranks), "mean_rank": statistics.mean(ranks),
             "questions": len(ranks)}  # fmt: skip
