@@ -179,24 +179,18 @@ def run_stage(config: DemoConfig, index: int) -> dict:
 
 def step_eval(config: DemoConfig) -> dict:
     """Generation and scoring with the functions behind `piip-llava eval run` / `score`."""
-    import torch
-    from transformers import AutoProcessor
-
-    import piip_llava.model  # noqa: F401
     from piip_llava.eval.benchmarks import get_benchmark
     from piip_llava.eval.runner import run_questions
-    from piip_llava.model import PiipLlavaForConditionalGeneration
+    from piip_llava.model.loading import load_for_inference
 
-    model_dir = config.final_model
-    model = PiipLlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(model_dir)
+    model, processor = load_for_inference(config.final_model)
     scores = {}
     for name, (folder, benchmark_name, questions, images, annotation_file) in EVAL_SETS.items():
         benchmark, root = get_benchmark(benchmark_name), config.data / "eval" / folder
         answers = config.output / "answers" / f"{name}.jsonl"
         answers.unlink(missing_ok=True)
         logger.info("eval %s", EVAL_TITLES[name])
-        run_questions(model, processor, benchmark.load(root / questions, root / images), answers,
+        run_questions(model, processor, benchmark.load(root / questions, root / images), answers, model.config.template,
                       batch_size=config.eval_batch_size, max_new_tokens=16, model_id=DEMO_MODEL_NAME)  # fmt: skip
         scores[name] = benchmark.score(answers, root / annotation_file if annotation_file else None)
     return {"scores": scores}

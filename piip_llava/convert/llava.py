@@ -140,6 +140,7 @@ def save_llava_layout(
         text_config=checkpoint.text_config(rows),
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_aspect_ratio=checkpoint.image_aspect_ratio,
+        template=template,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -155,7 +156,7 @@ def save_llava_layout(
     generation_config.pad_token_id = tokenizer.pad_token_id
     generation_config.save_pretrained(dst)
     save_model_weights(state, dst)
-    build_processor(config, tokenizer, template).save_pretrained(dst)
+    build_processor(config, tokenizer).save_pretrained(dst)
     write_report(dst, str(checkpoint.directory), key_map, added or {})
     return key_map
 

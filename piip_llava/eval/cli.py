@@ -17,15 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--question-file", required=True, help="the official LLaVA question file (JSONL, JSON or TSV)")
     run.add_argument("--image-folder", help="folder the question file's image paths are relative to")
     run.add_argument("--answers-file", required=True, help="JSONL written incrementally; rerun to resume")
-    run.add_argument("--template", default="vicuna_v1")
+    run.add_argument("--template", help="conversation template (default: the model's, from its config.json)")
+    run.add_argument("--image-aspect-ratio", choices=["square", "pad"], help="default: the model's (config.json)")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--max-new-tokens", type=int, help="default: the benchmark's (128, MMBench 1024)")
     run.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (LLaVA-1.5 protocol)")
     run.add_argument("--num-chunks", type=int, default=1)
     run.add_argument("--chunk-idx", type=int, default=0)
     run.add_argument("--single-round", action="store_true", help="MMBench: one round instead of all circular rounds")
-    run.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    run.add_argument("--device", help="default: cuda when available, else cpu")
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                     help="auto: bf16 on CUDA (fp16 before Ampere), fp32 on CPU")  # fmt: skip
+    run.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
     score = actions.add_parser("score", help="score an answers JSONL (any model's) and print JSON")
     score.add_argument("--benchmark", required=True, choices=list(BENCHMARKS))
     score.add_argument("--predictions", required=True)
@@ -66,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    import torch
-    from transformers import AutoProcessor
-
-    import piip_llava.model  # noqa: F401
-    from piip_llava.model import PiipLlavaForConditionalGeneration
+    from piip_llava.model.loading import apply_config_preprocessing, load_for_inference
 
     from .benchmarks import get_benchmark
     from .runner import chunk, run_questions
@@ -81,11 +79,11 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     else:
         questions = benchmark.load(args.question_file, args.image_folder)
     questions = chunk(questions, args.num_chunks, args.chunk_idx)
-    model = PiipLlavaForConditionalGeneration.from_pretrained(args.model_path, dtype=getattr(torch, args.dtype))
-    model = model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-    processor = AutoProcessor.from_pretrained(args.model_path)
+    model, processor = load_for_inference(args.model_path, device=args.device, dtype=args.dtype)
+    apply_config_preprocessing(processor, model.config, args.image_aspect_ratio)
+    template = args.template or model.config.template
     max_new_tokens = args.max_new_tokens or benchmark.max_new_tokens
-    run_questions(model, processor, questions, args.answers_file, args.template, args.batch_size, max_new_tokens,
+    run_questions(model, processor, questions, args.answers_file, template, args.batch_size, max_new_tokens,
                   args.temperature, Path(args.model_path).name)  # fmt: skip
     print(Path(args.answers_file))
     return 0

@@ -30,8 +30,8 @@ PROJECTOR_PREFIXES = ("model.multi_modal_projector.", "multi_modal_projector.", 
 
 def load_projector_weights(projector: torch.nn.Module, path: str | Path) -> None:
     """Load a projector from a projector-only file (LLaVA's ``mm_projector.bin``, ours) or from a whole model's
-    weights (only the projector's keys are taken)."""
-    state = read_state_dict(path)
+    weights: a file or a directory, single-file or sharded (only the projector's keys are read)."""
+    state = read_state_dict(path, PROJECTOR_PREFIXES)
     if any(key.startswith(PROJECTOR_PREFIXES) for key in state):
         state = {key: value for key, value in state.items() if key.startswith(PROJECTOR_PREFIXES)}
     renamed = {}
@@ -77,6 +77,7 @@ def assemble_model(
         projector_type=projector_type,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_aspect_ratio=image_aspect_ratio,
+        template=template,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -99,4 +100,4 @@ def assemble_model(
     random_branches = [b.name for b in config.vision_config.branches if b.name not in (branch_dirs or {})]
     if random_branches:
         logger.warning("vision branches with random weights (no --branch-weights): %s", ", ".join(random_branches))
-    return model.eval(), build_processor(config, tokenizer, template)
+    return model.eval(), build_processor(config, tokenizer)

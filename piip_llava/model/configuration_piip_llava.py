@@ -5,6 +5,7 @@ from __future__ import annotations
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .conversation import ALIASES, CONVERSATIONS
 from .vision.configuration_piip import PiipVisionConfig
 
 PROJECTOR_TYPES = ("piip", "mlp2x_gelu", "linear")
@@ -22,7 +23,10 @@ class PiipLlavaConfig(PreTrainedConfig):
             ``mlp2x_gelu`` (LLaVA-1.5) or ``linear``; the last two take one branch.
         projector_norm_groups: GroupNorm groups of the ``piip`` projector.
         image_token_id: id of the ``<image>`` placeholder token in the vocabulary.
-        image_aspect_ratio: ``square`` (resize + center crop) or ``pad`` (pad to square with the mean colour).
+        image_aspect_ratio: ``square`` (resize + center crop) or ``pad`` (pad to square with the mean colour): how
+            the images of the last training stage were prepared, used by every inference entry point.
+        template: the conversation template of the last training stage (``vicuna_v1``, ``plain``, ...): the one the
+            evaluator, the server and the chat template use unless told otherwise.
         image_mean, image_std: pixel normalisation (ImageNet for PIIP towers, CLIP's for the baseline).
     """
 
@@ -38,6 +42,7 @@ class PiipLlavaConfig(PreTrainedConfig):
     projector_norm_groups: int = 32
     image_token_id: int = 32000
     image_aspect_ratio: str = "pad"
+    template: str = "vicuna_v1"
     image_mean: list | None = None
     image_std: list | None = None
     tie_word_embeddings: bool = False
@@ -48,10 +53,16 @@ class PiipLlavaConfig(PreTrainedConfig):
             raise ValueError(f"projector_type={self.projector_type!r} is not one of {PROJECTOR_TYPES}")
         if self.projector_type != "piip" and len(self.vision_config.branches) != 1:
             raise ValueError(f"projector_type={self.projector_type!r} takes a single-branch tower; use 'piip'")
-        if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
-            raise ValueError(f"image_aspect_ratio={self.image_aspect_ratio!r} is not one of {IMAGE_ASPECT_RATIOS}")
+        self.validate_preprocessing()
         self.image_mean = list(self.image_mean or IMAGENET_MEAN)
         self.image_std = list(self.image_std or IMAGENET_STD)
+
+    def validate_preprocessing(self) -> None:
+        """Check ``image_aspect_ratio`` and ``template`` (also after a training stage sets them)."""
+        if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(f"image_aspect_ratio={self.image_aspect_ratio!r} is not one of {IMAGE_ASPECT_RATIOS}")
+        if self.template not in CONVERSATIONS and self.template not in ALIASES:
+            raise ValueError(f"template={self.template!r} is not one of {sorted([*CONVERSATIONS, *ALIASES])}")
 
     @property
     def image_seq_length(self) -> int:

@@ -145,8 +145,9 @@ class PiipLlavaProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
-def build_processor(config: PiipLlavaConfig, tokenizer, template: str = "vicuna_v1") -> PiipLlavaProcessor:
-    """The processor matching a model config: image size, aspect mode, statistics, visual token count, template."""
+def build_processor(config: PiipLlavaConfig, tokenizer) -> PiipLlavaProcessor:
+    """The processor matching a model config: image size, aspect mode, statistics, visual token count, and the
+    chat template of ``config.template``."""
     image_processor = PiipLlavaImageProcessor(
         size=config.image_size,
         aspect_ratio=config.image_aspect_ratio,
@@ -154,5 +155,8 @@ def build_processor(config: PiipLlavaConfig, tokenizer, template: str = "vicuna_
         image_std=config.image_std,
     )
     return PiipLlavaProcessor(
-        image_processor, tokenizer, image_seq_length=config.image_seq_length, chat_template=chat_template(template)
+        image_processor,
+        tokenizer,
+        image_seq_length=config.image_seq_length,
+        chat_template=chat_template(config.template),
     )

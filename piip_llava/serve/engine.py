@@ -162,14 +162,12 @@ class GenerationEngine:
         self._thread.start()
 
     @classmethod
-    def from_pretrained(cls, model_path: str, device: str = "cpu", dtype: str = "float32", **kwargs):
-        from transformers import AutoProcessor
+    def from_pretrained(cls, model_path: str, device: str = "auto", dtype: str = "auto", **kwargs):
+        """Load with :func:`piip_llava.model.loading.load_for_inference` (``auto``: bf16/fp16 on CUDA, fp32 on CPU)."""
+        from ..model.loading import load_for_inference
 
-        from ..model import PiipLlavaForConditionalGeneration
-
-        model = PiipLlavaForConditionalGeneration.from_pretrained(model_path, dtype=getattr(torch, dtype))
-        processor = AutoProcessor.from_pretrained(model_path)
-        return cls(model.to(device).eval(), processor, **kwargs)
+        model, processor = load_for_inference(model_path, device=device, dtype=dtype)
+        return cls(model, processor, **kwargs)
 
     @property
     def queue_length(self) -> int:

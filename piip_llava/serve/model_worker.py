@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 
+from ..model.loading import DTYPE_CHOICES
 from .engine import GenerationEngine
 from .http import install_error_handlers, json_lines, parse_body, serve_app
 from .media import MediaPolicy
@@ -115,8 +116,10 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
     if model_path:
         parser.add_argument("--model-path", required=True, help="local PIIP-LLaVA directory")
     parser.add_argument("--model-name", help="name clients use (default: the directory's name)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
+    parser.add_argument(
+        "--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: bf16 (fp16 on pre-Ampere) on CUDA, fp32 on CPU"
+    )
     parser.add_argument("--max-batch-size", type=int, default=8, help="requests generated together")
     parser.add_argument(
         "--batch-wait", type=float, default=0.02, help="quiet seconds that close a batch (default 0.02)"

@@ -24,8 +24,13 @@ class ModelArguments:
 class DataArguments:
     data_path: str = field(metadata={"help": "LLaVA-format .json array or .jsonl"})
     image_folder: str | None = field(default=None, metadata={"help": "image paths are relative to this folder"})
-    template: str = field(default="vicuna_v1", metadata={"help": "plain for stage 1, vicuna_v1 for stage 2"})
-    image_aspect_ratio: str | None = field(default=None, metadata={"help": "square | pad (default: the model's)"})
+    template: str | None = field(
+        default=None,
+        metadata={"help": "plain for stage 1, vicuna_v1 for stage 2 (default: the model's); saved in config.json"},
+    )
+    image_aspect_ratio: str | None = field(
+        default=None, metadata={"help": "square | pad (default: the model's); saved in config.json"}
+    )
     model_max_length: int = field(default=2048, metadata={"help": "longer samples are truncated (never in an image)"})
 
 

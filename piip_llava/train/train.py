@@ -23,6 +23,8 @@ from piip_llava.data import DataConfig, LlavaCollator, LlavaDataset
 from piip_llava.data.preprocess import SampleError
 from piip_llava.model import PiipLlavaConfig, PiipLlavaForConditionalGeneration
 from piip_llava.model.builder import load_projector_weights
+from piip_llava.model.conversation import chat_template
+from piip_llava.model.loading import apply_config_preprocessing
 from piip_llava.train.arguments import DataArguments, ModelArguments, TrainingArguments
 from piip_llava.train.lora import wrap_lora
 from piip_llava.train.stages import apply_tunable_parts, parameter_counts
@@ -36,11 +38,22 @@ def parse_args(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, T
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def build_dataset(model_config: PiipLlavaConfig, processor, data_args: DataArguments) -> LlavaDataset:
+def record_preprocessing(model_config: PiipLlavaConfig, processor, data_args: DataArguments) -> None:
+    """The template and image mode this stage trains with become the model's (config.json is the one source of
+    truth that evaluation and serving read); the processor's image mode and chat template follow."""
+    if data_args.template:
+        model_config.template = data_args.template
     if data_args.image_aspect_ratio:
-        processor.image_processor.aspect_ratio = data_args.image_aspect_ratio
+        model_config.image_aspect_ratio = data_args.image_aspect_ratio
+    model_config.validate_preprocessing()
+    apply_config_preprocessing(processor, model_config)
+    processor.chat_template = processor.tokenizer.chat_template = chat_template(model_config.template)
+
+
+def build_dataset(model_config: PiipLlavaConfig, processor, data_args: DataArguments) -> LlavaDataset:
+    record_preprocessing(model_config, processor, data_args)
     config = DataConfig(
-        template=data_args.template,
+        template=model_config.template,
         image_seq_length=model_config.image_seq_length,
         max_length=data_args.model_max_length,
         image_folder=data_args.image_folder,
@@ -85,9 +98,8 @@ def load_model(model_args: ModelArguments, training_args: TrainingArguments) -> 
         model_args.model_name_or_path, dtype=dtype, attn_implementation=model_args.attn_implementation
     )
     if model_args.pretrain_projector:
-        path = Path(model_args.pretrain_projector)
-        load_projector_weights(model.model.multi_modal_projector, path / "model.safetensors" if path.is_dir() else path)
-        logger.info("loaded the projector from %s", path)
+        load_projector_weights(model.model.multi_modal_projector, model_args.pretrain_projector)
+        logger.info("loaded the projector from %s", model_args.pretrain_projector)
     apply_tunable_parts(model, training_args.tunable_parts_list)
     if training_args.gradient_checkpointing:
         model.config.use_cache = False

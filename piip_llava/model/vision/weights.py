@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
 from torch import nn
 from transformers import AutoConfig, CLIPVisionModel, ConvNextModel, SiglipVisionModel, ViTModel
 
@@ -25,29 +25,43 @@ logger = logging.getLogger(__name__)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
 
-def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a local checkpoint directory (or a single weights file)."""
+def read_state_dict(directory: str | Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a local checkpoint directory (single file or sharded index) or of a single weights file.
+
+    With ``prefixes``, only keys starting with one of them are read when a file holds any (only the shards that
+    hold them, and only those tensors of a safetensors file), else everything: a stage-1 projector is found in a
+    sharded 7B checkpoint without reading the LLM.
+    """
     path = Path(directory)
     if path.is_file():
-        return _read_file(path)
+        return _read_file(path, prefixes)
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = path / index_name
         if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            weight_map = json.loads(index.read_text())["weight_map"]
+            wanted = [key for key in weight_map if prefixes and key.startswith(prefixes)]
+            shards = sorted({weight_map[key] for key in wanted} if wanted else set(weight_map.values()))
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
-                state.update(_read_file(path / shard))
+                state.update(_read_file(path / shard, prefixes if wanted else None))
             return state
     for name in WEIGHT_FILES:
         if (path / name).exists():
-            return _read_file(path / name)
+            return _read_file(path / name, prefixes)
     raise FileNotFoundError(f"no weights in {path}: expected one of {', '.join(WEIGHT_FILES)} or a sharded index")
 
 
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
+def _read_file(path: Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+        with safe_open(str(path), framework="pt") as handle:
+            keys = list(handle.keys())
+            if prefixes and any(key.startswith(prefixes) for key in keys):
+                keys = [key for key in keys if key.startswith(prefixes)]
+            return {key: handle.get_tensor(key) for key in keys}
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if prefixes and any(key.startswith(prefixes) for key in state):
+        state = {key: value for key, value in state.items() if key.startswith(prefixes)}
+    return state
 
 
 def convert_timm_convnext(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
