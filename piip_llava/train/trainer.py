@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 class ModalityGroupedSampler(Sampler):
-    """Every global batch holds one modality (image+text or text-only) and samples of similar length.
+    """Every optimiser step's batch holds one modality (image+text or text-only) and samples of similar length.
 
     Like LLaVA's: shuffle each modality, cut mega-batches, sort each by length, cut global batches, shuffle the
     batch order. Deterministic per (seed, epoch), so a resumed run sees the same order.
@@ -70,7 +70,11 @@ class PiipLlavaTrainer(Trainer):
 
     def _get_train_sampler(self, *args, **kwargs):
         if self.args.group_by_modality_length and self.modality_lengths is not None:
-            global_batch = self.args.per_device_train_batch_size * self.args.world_size
+            # The optimiser's batch (processes x accumulation steps, as LLaVA's LengthGroupedSampler): one modality per
+            # optimiser step, and the same samples in each step whatever the split of that batch.
+            global_batch = (
+                self.args.per_device_train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+            )
             return ModalityGroupedSampler(self.modality_lengths, global_batch, self.args.seed)
         return super()._get_train_sampler(*args, **kwargs)
 
