@@ -37,6 +37,12 @@ def to_messages(conversations: list[dict], template: str, num_images: int) -> li
     """
     if not isinstance(conversations, list) or not conversations:
         raise SampleError("'conversations' must be a non-empty list")
+    if isinstance(conversations[0], dict) and ROLES.get(conversations[0].get("from")) == 1:
+        # LLaVA's preprocess drops a leading assistant turn ("Skip the first one if it is not from human") and
+        # trains on the rest; some ShareGPT-derived records start that way.
+        conversations = conversations[1:]
+        if not conversations:
+            raise SampleError("the conversation has only an assistant turn")
     conv = get_conversation(template)
     messages = []
     for turn, message in enumerate(conversations):

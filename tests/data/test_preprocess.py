@@ -71,7 +71,8 @@ def test_bad_conversations_raise_sample_errors(tiny_llava):
     _, processor = tiny_llava
     tokenizer = processor.tokenizer
     with pytest.raises(SampleError, match="alternate"):
-        tokenize_conversation([{"from": "gpt", "value": "hi"}], tokenizer, "vicuna_v1", 16, 0, 4096)
+        tokenize_conversation([{"from": "human", "value": "hi"}, {"from": "human", "value": "hi"}], tokenizer,
+                              "vicuna_v1", 16, 0, 4096)  # fmt: skip
     with pytest.raises(SampleError, match="1 <image> markers in the text but 0 images"):
         tokenize_conversation(CONVERSATION, tokenizer, "vicuna_v1", 16, 0, 4096)
     with pytest.raises(SampleError, match="image span"):
@@ -98,3 +99,15 @@ def test_the_answer_starts_where_the_generation_prompt_ends(tiny_llava):
         assert (sample.labels[: len(prompt_ids)] == IGNORE_INDEX).all() and len(sample.labels) == len(prompt_ids) + len(
             tokens
         )
+
+
+def test_a_leading_assistant_turn_is_dropped_as_llava_does(tiny_llava):
+    """LLaVA's preprocess_v1 skips a first turn that is not from the human and trains on the rest."""
+    _, processor = tiny_llava
+    kwargs = dict(tokenizer=processor.tokenizer, template="vicuna_v1", image_seq_length=16, num_images=1,
+                  max_length=4096)  # fmt: skip
+    leading = [{"from": "gpt", "value": "Hello! Ask me about the picture."}, *CONVERSATION]
+    with_leading, without = tokenize_conversation(leading, **kwargs), tokenize_conversation(CONVERSATION, **kwargs)
+    assert torch.equal(with_leading.input_ids, without.input_ids) and torch.equal(with_leading.labels, without.labels)
+    with pytest.raises(SampleError, match="only an assistant turn"):
+        tokenize_conversation(leading[:1], **{**kwargs, "num_images": 0})
