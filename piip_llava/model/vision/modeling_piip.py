@@ -22,7 +22,8 @@ from .interaction import BidirectionalInteraction, reset_interaction_parameters
 
 
 class PiipVisionModel(nn.Module):
-    """PIIP tower: ``pixel_values (B, 3, S, S)`` at the last branch's size → one ``(B, D_j, H_j, W_j)`` per branch.
+    """PIIP tower: ``pixel_values (B, 3, S, S)`` at the last branch's size (non-square inputs work too, as in the
+    official code) → one ``(B, D_j, H_j, W_j)`` per branch.
 
     A one-branch config is a plain single-backbone tower with the same interface (the LLaVA-1.5 baseline).
     """
@@ -76,12 +77,14 @@ class PiipVisionModel(nn.Module):
         return model
 
     def build_pyramid(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """One image per branch: bilinear resize by scale factor ``S_j / S_last`` in fp32 (§2.1)."""
+        """One image per branch: bilinear resize by scale factor ``S_j / S_last`` in fp32 (§2.1).
+
+        Like the official PIIP code, any ``(B, 3, H, W)`` input works, square or not: each branch sees the image
+        scaled by its factor and its token grid is ``(h // patch, w // patch)`` (positions interpolated to it).
+        """
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (B, 3, H, W), got {tuple(pixel_values.shape)}")
         top_size = self.config.image_size
-        if pixel_values.shape[-1] != top_size or pixel_values.shape[-2] != top_size:
-            raise ValueError(
-                f"pixel_values must be (B, 3, {top_size}, {top_size}) for this tower, got {tuple(pixel_values.shape)}"
-            )
         images = []
         for branch in self.config.branches:
             scale = branch.image_size / top_size
@@ -91,6 +94,13 @@ class PiipVisionModel(nn.Module):
                 )
             else:
                 images.append(pixel_values)
+        for branch, image in zip(self.config.branches, images):
+            if min(image.shape[-2:]) < branch.patch_size:
+                raise ValueError(
+                    f"pixel_values {tuple(pixel_values.shape[-2:])} give branch {branch.name!r} a "
+                    f"{tuple(image.shape[-2:])} image, smaller than its {branch.patch_size}-pixel patch; this tower "
+                    f"expects about {top_size} x {top_size}"
+                )
         return [image.to(self.dtype) for image in images]
 
     def _run_group(self, index: int, states: list[BranchState]) -> list[BranchState]:

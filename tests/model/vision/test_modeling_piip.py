@@ -155,10 +155,48 @@ def test_pyramid_uses_bilinear_scale_factor():
     assert torch.equal(images[0], expected) and torch.equal(images[2], pixel_values)
 
 
-def test_wrong_input_size_is_a_clear_error():
+def test_too_small_input_is_a_clear_error():
     tower = build_tiny_tower("tiny-clip-2branch")
-    with pytest.raises(ValueError, match="64, 64"):
-        tower(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="smaller than its"):
+        tower(torch.randn(1, 3, 8, 64))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        tower(torch.randn(3, 64, 64))
+
+
+@pytest.mark.parametrize("name", ["tiny-clip-2branch", "tiny-convnext-clip"])
+def test_non_square_input_matches_each_hf_model_like_the_official_code(name, tmp_path):
+    """Official PIIP resizes a (B, 3, H, W) input by scale factor and uses (h // patch, w // patch) grids. With zero
+    gates every branch must equal its Hugging Face model on its pyramid image (positions interpolated by HF)."""
+    tower = build_tiny_tower(name)
+    for index, branch_config in enumerate(tower.config.branches):
+        model_class = ConvNextModel if branch_config.backbone_type == "convnext" else CLIPVisionModel
+        reference = model_class(branch_config.hf_config()).eval()
+        reference.save_pretrained(tmp_path / str(index))
+        load_branch_weights(tower.branches[index], branch_config, tmp_path / str(index))
+    pixel_values = torch.randn(2, 3, 64, 48)  # taller than wide
+    with torch.no_grad():
+        outputs = tower(pixel_values)
+        images = tower.build_pyramid(pixel_values)
+        for index, branch_config in enumerate(tower.config.branches):
+            scale = branch_config.image_size / tower.config.image_size
+            assert images[index].shape[-2:] == (int(64 * scale), int(48 * scale))
+            if branch_config.backbone_type == "convnext":
+                reference = ConvNextModel.from_pretrained(tmp_path / str(index)).eval()
+                expected = reference(images[index]).last_hidden_state
+            else:
+                reference = CLIPVisionModel.from_pretrained(tmp_path / str(index)).eval()
+                hidden = reference(images[index], interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+                grid = (
+                    images[index].shape[-2] // branch_config.patch_size,
+                    images[index].shape[-1] // branch_config.patch_size,
+                )
+                expected = hidden.transpose(1, 2).reshape(2, -1, *grid)
+            assert outputs[index].shape == expected.shape
+            torch.testing.assert_close(outputs[index], expected, rtol=1e-5, atol=1e-5)
+    randomize_gates(tower)  # the interactions sample non-square grids too
+    mixed = tower(pixel_values)
+    assert [o.shape for o in mixed] == [o.shape for o in outputs] and not torch.allclose(mixed[0], outputs[0])
+    sum(o.mean() for o in mixed).backward()
 
 
 @pytest.mark.parametrize("name", ["tiny-clip-2branch", "tiny-convnext-clip"])
