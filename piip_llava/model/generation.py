@@ -43,3 +43,43 @@ def generate_answers(
             text = text.split(marker)[0]
         answers.append(text.strip())
     return answers
+
+
+def chat_continuation(text: str, continuation: str, template: str = "vicuna_v1", image_count: int = 0) -> str:
+    """The prompt of :func:`chat_prompt` followed by ``continuation`` as the start of the assistant's answer, spaced
+    as the template spaces answers (``ASSISTANT: A`` for vicuna, ``assistant\\nA`` for chatml), without the
+    end-of-turn separator: the text whose last tokens are scored by :func:`continuation_log_probs`."""
+    if IMAGE_TOKEN not in text:
+        text = f"{IMAGE_TOKEN}\n" * image_count + text
+    answer = continuation.strip()
+    conv = get_conversation(template)
+    conv.append_message(conv.roles[0], text)
+    conv.append_message(conv.roles[1], answer)
+    rendered = conv.get_prompt()
+    return rendered[: rendered.rindex(answer) + len(answer)]
+
+
+@torch.inference_mode()
+def continuation_log_probs(model, processor, prompts: list[str], wholes: list[str], images: list) -> list[tuple]:
+    """``(sum of log-probabilities, token count, is_greedy)`` of each ``whole[len(prompt):]`` given its prompt.
+
+    A token belongs to the continuation when its last character does (the rule of the training label masks), so a
+    space merged into the continuation's first token is scored with it. One left-padded batch; images in the order
+    of the ``<image>`` markers.
+    """
+    tokenizer = processor.tokenizer
+    counts = []
+    for prompt, whole in zip(prompts, wholes):
+        if not whole.startswith(prompt) or len(whole) == len(prompt):
+            raise ValueError(f"the continuation must extend its prompt: {whole[-40:]!r} vs {prompt[-40:]!r}")
+        ends = [end for _, end in tokenizer(whole, return_offsets_mapping=True)["offset_mapping"]]
+        counts.append(sum(end > len(prompt) for end in ends))
+    inputs = processor(text=wholes, images=images or None).to(model.device)
+    log_probs = model(**inputs).logits.float().log_softmax(-1)  # (B, T, V); left padding: rows end together
+    results = []
+    for row, count in enumerate(counts):
+        targets = inputs["input_ids"][row, -count:]
+        predicted = log_probs[row, -count - 1 : -1]  # position t predicts token t + 1
+        token_log_probs = predicted.gather(-1, targets[:, None]).squeeze(-1)
+        results.append((float(token_log_probs.sum()), count, bool((predicted.argmax(-1) == targets).all())))
+    return results
