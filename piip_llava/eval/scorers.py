@@ -75,18 +75,37 @@ def pope_yes(text: str) -> bool:
     return not any(word in ("No", "not", "no") for word in words)
 
 
-def pope_positions(question_file) -> dict[str, tuple[str, int]]:
+def pope_positions(question_file) -> tuple[dict[str, tuple[str, int]], dict[tuple[str, int], str]]:
     """``question_id -> (category, k)``: the k-th question of its category in ``llava_pope_test.jsonl`` is line k
-    of ``coco_pope_<category>.json`` (each label file numbers its questions from 1; ``eval_pope`` pairs by order)."""
-    positions, counts = {}, Counter()
+    of ``coco_pope_<category>.json`` (each label file numbers its questions from 1; ``eval_pope`` pairs by order).
+    Also ``(category, k) -> image``, to check the pairing."""
+    positions, images, counts = {}, {}, Counter()
     for number, record in numbered_jsonl(question_file):
         where = f"{question_file}:{number}"
         question_id, category = str(field_of(record, "question_id", where)), field_of(record, "category", where)
         if question_id in positions:
             raise ValueError(f"{where}: question_id {question_id} repeats an earlier line")
         positions[question_id] = (category, counts[category])
+        images[positions[question_id]] = record.get("image")
         counts[category] += 1
-    return positions
+    return positions, images
+
+
+def pope_labels(folder, images: dict[tuple[str, int], str]) -> dict[tuple[str, int], bool]:
+    """``(category, k) -> label is yes`` from ``coco_pope_<category>.json``; a line whose image differs from the
+    question it pairs with raises (label files from another POPE version)."""
+    labels = {}
+    for path in sorted(Path(folder).glob("coco_pope_*.json")):
+        category = path.stem.removeprefix("coco_pope_")
+        for k, (number, record) in enumerate(numbered_jsonl(path)):
+            where = f"{path}:{number}"
+            if (category, k) in images and record.get("image") != images[(category, k)]:
+                raise ValueError(f"{where}: image {record.get('image')} but question {k + 1} of category "
+                                 f"{category!r} in the question file shows {images[(category, k)]}")  # fmt: skip
+            labels[(category, k)] = field_of(record, "label", where) == "yes"
+    if not labels:
+        raise ValueError(f"{folder}: no coco_pope_*.json label files")
+    return labels
 
 
 def score_pope(answers: list[Answer], annotations, questions=None, allow_partial: bool = False) -> dict:
@@ -94,13 +113,8 @@ def score_pope(answers: list[Answer], annotations, questions=None, allow_partial
     ``llava_pope_test.jsonl``, which gives each answer its category, as ``eval_pope --question-file``."""
     if questions is None:
         raise ValueError("POPE needs the question file (llava_pope_test.jsonl) to give each answer its category")
-    positions = pope_positions(questions)
-    labels = {}
-    for path in sorted(Path(annotations).glob("coco_pope_*.json")):
-        for k, (number, record) in enumerate(numbered_jsonl(path)):
-            labels[(path.stem.removeprefix("coco_pope_"), k)] = field_of(record, "label", f"{path}:{number}") == "yes"
-    if not labels:
-        raise ValueError(f"{annotations}: no coco_pope_*.json label files")
+    positions, images = pope_positions(questions)
+    labels = pope_labels(annotations, images)
     unplaced = ("unknown", None)
     kept, coverage = match_answers(
         answers, lambda record: positions.get(str(record["question_id"]), unplaced), Counter(labels.keys())

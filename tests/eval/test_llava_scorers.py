@@ -46,6 +46,12 @@ def test_pope_equals_llava_eval_pope(tmp_path):
     shuffled = write_jsonl(tmp_path / "shuffled.jsonl", [json.loads(line) for line in lines])
     assert get_benchmark("pope").score(read_answers(shuffled), coco, question_file) == ours
 
+    # Label files from another POPE version (images out of step with the questions) are refused, not mis-scored.
+    labels = (coco / "coco_pope_random.json").read_text().replace("310190.jpg", "310191.jpg", 1)
+    (coco / "coco_pope_random.json").write_text(labels)
+    with pytest.raises(ValueError, match=r"coco_pope_random.json:1: image .* but question 1 of category 'random'"):
+        get_benchmark("pope").score(read_answers(answers), coco, question_file)
+
 
 def test_scienceqa_equals_llava_eval_science_qa(tmp_path):
     question_file, problems, answers = write_scienceqa(tmp_path)
