@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from piip_llava.cli import main
 from piip_llava.eval.benchmarks import get_benchmark
 from piip_llava.eval.mmbench import extract_choice, mmbench_rounds
 from piip_llava.eval.mme import write_mme_results
@@ -99,6 +100,15 @@ def test_mme_from_the_release_folder(tmp_path):
     assert (result["perception"], result["cognition"], result["answered"], result["expected"]) == (325.0, 50.0, 8, 8)
 
     calculation = write_mme_results(answers_of(records), release, tmp_path / "calculation")
+    answers = write_jsonl(tmp_path / "merge.jsonl", records)  # the same through the CLI eval/mme.sh calls
+    assert main(["eval", "submit", "--format", "mme", "--predictions", str(answers), "--questions", str(release),
+                 "--output", str(tmp_path / "cli")]) == 0  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == [
+        "artwork.txt",
+        "code_reasoning.txt",
+        "existence.txt",
+    ]
+    assert (tmp_path / "cli" / "artwork.txt").read_text() == (calculation / "artwork.txt").read_text()
     assert (calculation / "artwork.txt").read_text().splitlines() == [
         "14777.txt\tDoes this artwork belong to the type of religious? Please answer yes or no.\tYes\tYes",
         "14777.txt\tDoes this artwork belong to the type of historical? Please answer yes or no.\tNo\tNo",
@@ -152,8 +162,6 @@ def test_mmbench_all_rounds_and_shipped_copies(tmp_path):
 
 def test_mmbench_cli_scores_llava_answer_file(tmp_path, capsys):
     """`eval score --benchmark mmbench` on LLaVA's model_vqa_mmbench file (once a KeyError: 'index')."""
-    from piip_llava.cli import main
-
     tsv = write_tsv(tmp_path / "dev.tsv", MMBENCH_ROWS)
     records = [mmbench_llava_answer(row, "A", 0, n) for n, row in enumerate(MMBENCH_ROWS)]
     answers = write_jsonl(tmp_path / "llava-v1.5-13b.jsonl", records)
