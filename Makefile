@@ -13,6 +13,8 @@ $(VENV)/.installed-dev: pyproject.toml
 	$(PIP) $(TORCH) -e ".[dev,train,eval,serve]"
 	# lmms-eval pulls timm and a CUDA-only torchvision that break imports on a CPU torch (spec: environment.md).
 	$(PY) -m pip uninstall -y -q torchvision timm
+	# LLaVA's own eval scripts are the tests' oracle; --no-deps: its pins (torch 2.1, transformers 4.37) must not apply.
+	$(PIP) --no-deps llava-torch==1.2.2.post1
 	touch $@
 
 # Browser tests drive Debian's Chromium with Playwright (never `playwright install`: no downloads at run time).

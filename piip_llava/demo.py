@@ -48,7 +48,7 @@ EVAL_SETS = {
     "textvqa": ("textvqa", "textvqa", "llava_textvqa_val_v051_ocr.jsonl", "train_images", "TextVQA_0.5.1_val.json"),
     "textvqa_small": ("textvqa_small", "textvqa", "llava_textvqa_val_v051_ocr.jsonl", "train_images",
                       "TextVQA_0.5.1_val.json"),
-    "mmbench": ("mmbench", "mmbench", "mmbench_dev_20230712.tsv", ".", None),
+    "mmbench": ("mmbench", "mmbench", "mmbench_dev_20230712.tsv", ".", "mmbench_dev_20230712.tsv"),
     "pope": ("pope", "pope", "llava_pope_test.jsonl", "val2014", "coco"),
 }  # fmt: skip
 EVAL_TITLES = {"textvqa": "TextVQA (synthetic, with OCR tokens)", "textvqa_small": "small-text OCR (no OCR tokens)",
@@ -192,7 +192,7 @@ def step_eval(config: DemoConfig) -> dict:
         logger.info("eval %s", EVAL_TITLES[name])
         run_questions(model, processor, benchmark.load(root / questions, root / images), answers, model.config.template,
                       batch_size=config.eval_batch_size, max_new_tokens=16, model_id=DEMO_MODEL_NAME)  # fmt: skip
-        scores[name] = benchmark.score(answers, root / annotation_file if annotation_file else None)
+        scores[name] = benchmark.score(answers, root / annotation_file, root / questions)
     return {"scores": scores}
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from .benchmarks import BENCHMARKS
+
+logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,27 +31,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                      help="auto: bf16 on CUDA (fp16 before Ampere), fp32 on CPU")  # fmt: skip
     run.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
-    score = actions.add_parser("score", help="score an answers JSONL (any model's) and print JSON")
+    score = actions.add_parser("score", help="score an answers JSONL (ours or LLaVA's) and print JSON")
     score.add_argument("--benchmark", required=True, choices=list(BENCHMARKS))
     score.add_argument("--predictions", required=True)
-    score.add_argument("--annotations", help="official annotation file (POPE: the folder of coco_pope_*.json)")
-    merge = actions.add_parser("merge", help="join the answers of --num-chunks runs")
+    score.add_argument("--annotations", help="official annotations: TextVQA_0.5.1_val.json, "
+                       "testdev_balanced_questions.json, POPE's coco/ folder, ScienceQA's problems.json, "
+                       "SEED-Bench.json, MME_Benchmark_release_version/, the MMBench TSV")  # fmt: skip
+    score.add_argument("--question-file", help="POPE: llava_pope_test.jsonl (gives each answer its category)")
+    score.add_argument("--allow-partial", action="store_true",
+                       help="score the answered questions when some are missing, unknown or answered twice "
+                       "differently (default: exit 1)")  # fmt: skip
+    merge = actions.add_parser("merge", help="join the answers of --num-chunks runs, in chunk order")
     merge.add_argument("--output", required=True)
     merge.add_argument("chunks", nargs="+")
-    submit = actions.add_parser("submit", help="write a server submission file")
-    submit.add_argument("--format", required=True, choices=["mmbench", "vqav2", "gqa"])
+    submit = actions.add_parser("submit", help="write a server submission or official-evaluator file")
+    submit.add_argument("--format", required=True, choices=["mmbench", "vqav2", "gqa", "mme"])
     submit.add_argument("--predictions", required=True)
-    submit.add_argument("--questions", help="MMBench TSV / VQAv2 question JSONL")
-    submit.add_argument("--output", required=True)
+    submit.add_argument("--questions", help="MMBench TSV / VQAv2 question JSONL / MME_Benchmark_release_version")
+    submit.add_argument("--output", required=True, help="a file; MME: the results folder for calculation.py")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "score":
-        from .benchmarks import get_benchmark
+    if args.action == "run":
+        return _run_benchmark(args)
+    try:
+        return _files_action(args)
+    except (ValueError, OSError) as error:  # bad input files: the message names the file (and line)
+        logger.error("%s", error)
+        return 2
 
-        result = get_benchmark(args.benchmark).score(args.predictions, args.annotations)
-        print(json.dumps({"benchmark": args.benchmark, **result}, indent=2))
-        return 0
+
+def _files_action(args: argparse.Namespace) -> int:
+    if args.action == "score":
+        return _score(args)
     if args.action == "merge":
         from .runner import merge_answers
 
@@ -61,10 +76,34 @@ def run(args: argparse.Namespace) -> int:
             print(submit.mmbench_xlsx(args.predictions, args.questions, args.output))
         elif args.format == "vqav2":
             print(submit.vqav2_json(args.predictions, args.questions, args.output))
+        elif args.format == "mme":
+            from .mme import write_mme_results
+            from .records import read_answers
+
+            print(write_mme_results(read_answers(args.predictions), args.questions, args.output))
         else:
             print(submit.gqa_json(args.predictions, args.output))
         return 0
-    return _run_benchmark(args)
+    raise AssertionError(args.action)
+
+
+def _score(args: argparse.Namespace) -> int:
+    """Print the score as JSON; exit 1 (after printing what was there) when answers are missing, unknown or
+    answered twice differently, unless ``--allow-partial``."""
+    from .benchmarks import get_benchmark
+    from .records import IncompleteAnswers
+
+    benchmark = get_benchmark(args.benchmark)
+    try:
+        result = benchmark.score(args.predictions, args.annotations, args.question_file, args.allow_partial)
+    except IncompleteAnswers as error:
+        print(json.dumps({"benchmark": args.benchmark, **error.result}, indent=2))
+        logger.error("%s: %s", args.predictions, error)
+        return 1
+    print(json.dumps({"benchmark": args.benchmark, **result}, indent=2))
+    if result["answered"] < result["expected"]:
+        logger.warning("partial score: %d of %d questions answered", result["answered"], result["expected"])
+    return 0
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:

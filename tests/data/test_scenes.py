@@ -80,14 +80,14 @@ def test_mmbench_tsv_ships_circular_copies_scored_by_circular_eval(scene_sets, t
     assert len(main) == SIZES.mmbench and questions[0].image().size == (128, 128)
     for question in questions:  # each copy rotates the options and moves the answer letter with them
         original = next(m for m in main if int(m.metadata["index"]) == int(question.metadata["index"]) % 1_000_000)
-        answer_text = original.metadata["options"]["ABCD".index(original.metadata["answer"])]
-        assert question.metadata["options"]["ABCD".index(question.metadata["answer"])] == answer_text
-    right = [{"question_id": q.question_id, "text": q.metadata["answer"], "metadata": q.metadata} for q in questions]
-    assert benchmark.score(write_answers(tmp_path / "right.jsonl", right))["accuracy"] == 100
+        answer_text = original.fields["options"]["ABCD".index(original.metadata["answer"])]
+        assert question.fields["options"]["ABCD".index(question.metadata["answer"])] == answer_text
+    right = [{**q.record(), "text": q.metadata["answer"], "metadata": q.metadata} for q in questions]
+    assert benchmark.score(write_answers(tmp_path / "right.jsonl", right), paths["mmbench"])["accuracy"] == 100
     # One wrong copy fails its question (CircularEval).
     copy = next(i for i, q in enumerate(questions) if int(q.metadata["index"]) >= 1_000_000)
     right[copy]["text"] = "ABCD"[("ABCD".index(right[copy]["text"]) + 1) % 4]
-    result = benchmark.score(write_answers(tmp_path / "one_wrong.jsonl", right))
+    result = benchmark.score(write_answers(tmp_path / "one_wrong.jsonl", right), paths["mmbench"])
     assert result["accuracy"] == pytest.approx(100 * (SIZES.mmbench - 1) / SIZES.mmbench)
 
 
@@ -98,8 +98,9 @@ def test_pope_set_scores_with_the_real_evaluator(scene_sets, tmp_path):
     questions = benchmark.load(folder / "llava_pope_test.jsonl", folder / "val2014")
     labels = {str(r["question_id"]): r["label"] for p in (folder / "coco").glob("*.json") for r in read_jsonl(p)}
     assert len(labels) == len(questions) == SIZES.pope
-    right = [{"question_id": q.question_id, "text": labels[q.question_id].capitalize()} for q in questions]
-    result = benchmark.score(write_answers(tmp_path / "pope.jsonl", right), folder / "coco")
+    right = [{**q.record(), "text": labels[str(q.question_id)].capitalize()} for q in questions]
+    result = benchmark.score(write_answers(tmp_path / "pope.jsonl", right), folder / "coco",
+                             folder / "llava_pope_test.jsonl")  # fmt: skip
     assert result["accuracy"] == 100 and set(result["categories"]) == {"random", "adversarial"}
 
 

@@ -8,7 +8,10 @@ from piip_llava.cli import main
 from piip_llava.data.synthetic import write_textvqa_set
 from piip_llava.eval import runner
 from piip_llava.eval.benchmarks import get_benchmark
+from piip_llava.eval.records import identity
 from piip_llava.eval.runner import chunk, merge_answers, run_questions
+
+from .official_files import write_textvqa
 
 
 @pytest.fixture
@@ -25,8 +28,8 @@ def test_batched_answers_equal_batch_size_one(tiny_llava, textvqa, tmp_path):
     questions = get_benchmark("textvqa").load(textvqa[0], textvqa[2])
     run_questions(model, processor, questions, tmp_path / "bs1.jsonl", batch_size=1, max_new_tokens=8)
     run_questions(model, processor, questions, tmp_path / "bs4.jsonl", batch_size=4, max_new_tokens=8)
-    one = {a["question_id"]: a["text"] for a in answers(tmp_path / "bs1.jsonl")}
-    four = {a["question_id"]: a["text"] for a in answers(tmp_path / "bs4.jsonl")}
+    one = {identity(a): a["text"] for a in answers(tmp_path / "bs1.jsonl")}
+    four = {identity(a): a["text"] for a in answers(tmp_path / "bs4.jsonl")}
     assert one == four and len(one) == 10
 
 
@@ -58,14 +61,62 @@ def test_crash_midway_then_restart_gives_the_uninterrupted_file(tiny_llava, text
     assert len(ids) == len(set(ids)) == 10
 
 
-def test_chunks_and_merge(textvqa, tmp_path):
-    questions = get_benchmark("textvqa").load(textvqa[0], textvqa[2])
-    parts = [chunk(questions, 3, i) for i in range(3)]
-    assert [len(p) for p in parts] == [4, 4, 2] and sum(parts, []) == questions
-    for i in range(2):
-        (tmp_path / f"{i}.jsonl").write_text(json.dumps({"question_id": f"q{i}", "text": "x"}) + "\n")
-    merged = merge_answers([tmp_path / "0.jsonl", tmp_path / "1.jsonl", tmp_path / "0.jsonl"], tmp_path / "m.jsonl")
-    assert [a["question_id"] for a in answers(merged)] == ["q0", "q1"]
+def fake_answers(model, processor, questions, *args):
+    """Stands in for generation: the answer names the question (shared image ids must not mix answers up)."""
+    return [f"{q.question_id}: {q.text.splitlines()[0]}" for q in questions]
+
+
+@pytest.fixture
+def shared_ids(tmp_path, monkeypatch):
+    """LLaVA's TextVQA layout: 21 questions, 3 per image id; generation replaced by :func:`fake_answers`."""
+    monkeypatch.setattr(runner, "answer_batch", fake_answers)
+    questions_file, _, _ = write_textvqa(tmp_path)
+    return get_benchmark("textvqa").load(questions_file, tmp_path)
+
+
+def test_resume_with_shared_image_ids_answers_every_question(shared_ids, tmp_path, monkeypatch):
+    straight = run_questions(None, None, shared_ids, tmp_path / "straight.jsonl", batch_size=4)
+    written = answers(straight)
+    assert [identity(a) for a in written] == [identity(q.record()) for q in shared_ids]  # question order
+    assert all(a["text"] == f"{a['question_id']}: {a['prompt'].splitlines()[0]}" for a in written)
+    assert all(isinstance(a["question_id"], str) for a in written)
+
+    calls = {"n": 0}
+
+    def crash_on_third_batch(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        return fake_answers(*args)
+
+    monkeypatch.setattr(runner, "answer_batch", crash_on_third_batch)
+    resumed = tmp_path / "resumed.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_questions(None, None, shared_ids, resumed, batch_size=4)
+    assert len(answers(resumed)) == 8 and len({a["question_id"] for a in answers(resumed)}) < 8  # ids repeat
+    monkeypatch.setattr(runner, "answer_batch", fake_answers)
+    run_questions(None, None, shared_ids, resumed, batch_size=4)
+    assert resumed.read_text() == straight.read_text()
+
+
+def test_resume_refuses_another_runs_answers(shared_ids, tmp_path):
+    answers_file = run_questions(None, None, shared_ids[:9], tmp_path / "a.jsonl")
+    with pytest.raises(ValueError, match="not this run's questions"):
+        run_questions(None, None, shared_ids[9:], answers_file)
+
+
+def test_chunks_merge_keeps_every_question_in_order(shared_ids, tmp_path):
+    parts = [chunk(shared_ids, 3, i) for i in range(3)]
+    assert [len(p) for p in parts] == [7, 7, 7] and sum(parts, []) == shared_ids
+    files = [run_questions(None, None, part, tmp_path / f"3_{i}.jsonl", batch_size=3) for i, part in enumerate(parts)]
+    merged = answers(merge_answers(files, tmp_path / "merge.jsonl"))
+    assert [identity(a) for a in merged] == [identity(q.record()) for q in shared_ids]
+    # A chunk passed twice adds nothing; a chunk answered differently elsewhere is an error naming both lines.
+    assert answers(merge_answers([*files, files[0]], tmp_path / "twice.jsonl")) == merged
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({**a, "text": "changed"}) + "\n" for a in answers(files[1])))
+    with pytest.raises(ValueError, match=r"answered differently at .*3_1.jsonl:1 and .*other.jsonl:1"):
+        merge_answers([*files, other], tmp_path / "conflict.jsonl")
 
 
 def test_cli_run_then_score(textvqa, tmp_path, capsys):
@@ -104,4 +155,5 @@ def test_benchmark_script_with_two_chunks(textvqa, tmp_path):
     out = tmp_path / "answers" / "textvqa" / "tiny"
     assert sorted(p.name for p in out.glob("2_*.jsonl")) == ["2_0.jsonl", "2_1.jsonl"]
     assert len(answers(out / "merge.jsonl")) == 10
-    assert json.loads((out / "score.json").read_text())["samples"] == 10
+    score = json.loads((out / "score.json").read_text())
+    assert (score["samples"], score["answered"], score["expected"]) == (10, 10, 10)

@@ -14,8 +14,8 @@ def test_submission_files(tmp_path):
         "\t".join(header) + "\n" + "\t".join(["3", "Q?", "h", "x", "y", "A", "c", "s", "l", "", "aGk="]) + "\n"
     )
     answers = tmp_path / "mmbench.jsonl"
-    records = [{"question_id": f"3-{r}", "text": t, "metadata": {"index": "3", "round_id": r}}
-               for r, t in enumerate(["B", "A"])]  # fmt: skip
+    records = [{"question_id": 3, "round_id": r, "prompt": "Q?", "text": t, "options": ["x", "y"][r:] + ["x", "y"][:r],
+                "metadata": {}} for r, t in enumerate(["B", "A"])]  # fmt: skip
     answers.write_text("\n".join(json.dumps(record) for record in records))
     assert main(["eval", "submit", "--format", "mmbench", "--predictions", str(answers), "--questions", str(tsv),
                  "--output", str(tmp_path / "upload.xlsx")]) == 0  # fmt: skip
