@@ -51,8 +51,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str) -
 
 
 def apply_config_preprocessing(processor, config, aspect_ratio: str | None = None) -> None:
-    """Make the processor's image mode follow the config (or an explicit override)."""
+    """Make the processor's image mode (or an explicit override) and chat template follow the config."""
+    from .conversation import chat_template
+
     processor.image_processor.aspect_ratio = aspect_ratio or config.image_aspect_ratio
+    processor.chat_template = processor.tokenizer.chat_template = chat_template(config.template)
 
 
 def load_for_inference(

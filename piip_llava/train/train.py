@@ -23,7 +23,6 @@ from piip_llava.data import DataConfig, LlavaCollator, LlavaDataset
 from piip_llava.data.preprocess import SampleError
 from piip_llava.model import PiipLlavaConfig, PiipLlavaForConditionalGeneration
 from piip_llava.model.builder import load_projector_weights
-from piip_llava.model.conversation import chat_template
 from piip_llava.model.loading import apply_config_preprocessing
 from piip_llava.train.arguments import DataArguments, ModelArguments, TrainingArguments
 from piip_llava.train.lora import wrap_lora
@@ -47,7 +46,6 @@ def record_preprocessing(model_config: PiipLlavaConfig, processor, data_args: Da
         model_config.image_aspect_ratio = data_args.image_aspect_ratio
     model_config.validate_preprocessing()
     apply_config_preprocessing(processor, model_config)
-    processor.chat_template = processor.tokenizer.chat_template = chat_template(model_config.template)
 
 
 def build_dataset(model_config: PiipLlavaConfig, processor, data_args: DataArguments) -> LlavaDataset:

@@ -19,7 +19,7 @@ def test_launch_local_script(served_model_dir, tmp_path):
     command = [
         "bash", "serve/launch_local.sh", served_model_dir, "--no-web", "--log-dir", str(tmp_path),
         "--controller-port", str(ports["controller"]), "--worker-port", str(ports["worker"]),
-        "--api-port", str(ports["api"]), "--model-name", "launched-model",
+        "--api-port", str(ports["api"]), "--model-name", "launched-model", "--dtype", "bfloat16",
     ]  # fmt: skip
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
@@ -39,6 +39,8 @@ def test_launch_local_script(served_model_dir, tmp_path):
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
+    worker_log = (tmp_path / f"worker-{ports['worker']}.log").read_text()
+    assert "on cpu in torch.bfloat16" in worker_log  # the launcher forwards --dtype to the worker
     for port in ports.values():  # every service is gone
         try:
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)

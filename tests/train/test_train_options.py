@@ -64,3 +64,24 @@ def test_multi_image_sample(tiny_llava, tmp_path):
     sample = LlavaDataset(data, processor.tokenizer, processor.image_processor, config)[3]
     assert sample["skipped"] == [] and sample["pixel_values"].shape[0] == 2
     assert int((sample["input_ids"] == model.config.image_token_id).sum()) == 2 * model.config.image_seq_length
+
+
+def test_a_stage_records_its_template_and_image_mode_in_the_model(tmp_path):
+    """config.json is the one source of truth: the next stage, `eval run` and the server read it."""
+    from transformers import AutoProcessor
+
+    from piip_llava.model.conversation import chat_template
+    from piip_llava.model.loading import load_for_inference
+
+    save_tiny_model(tmp_path / "base")
+    run(tmp_path, "--model_name_or_path", str(tmp_path / "base"), "--template", "plain", "--image_aspect_ratio",
+        "square", "--output_dir", str(tmp_path / "stage1"))  # fmt: skip
+    config = json.loads((tmp_path / "stage1" / "config.json").read_text())
+    assert (config["template"], config["image_aspect_ratio"]) == ("plain", "square")
+    saved = AutoProcessor.from_pretrained(tmp_path / "stage1")
+    assert saved.image_processor.aspect_ratio == "square"
+    assert saved.chat_template == chat_template("plain") != chat_template("vicuna_v1")
+    # No flags: the stage takes the model's own (here stage 1's) template and mode.
+    run(tmp_path, "--model_name_or_path", str(tmp_path / "stage1"), "--output_dir", str(tmp_path / "again"))
+    model, processor = load_for_inference(tmp_path / "again")
+    assert (model.config.template, processor.image_processor.aspect_ratio) == ("plain", "square")
