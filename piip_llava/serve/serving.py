@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -109,18 +110,15 @@ class OpenAIServingChat:
 
     async def to_generate_request(self, request: ChatCompletionRequest) -> GenerateRequest:
         if request.n != 1:
-            raise ApiError("only n=1 is supported", param="n")
-        if request.tools:
-            raise ApiError("tools are not supported by this model", param="tools")
+            raise ApiError("only n=1 is supported", param="n", code="unsupported_parameter")
         max_tokens = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
-        if max_tokens is not None and max_tokens < 1:
-            raise ApiError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
         messages, image_count = [], 0
         for index, message in enumerate(request.messages):
+            role = "system" if message.role == "developer" else message.role  # as OpenAI serves older models
             if message.content is None or message.content == []:
                 raise ApiError(f"messages[{index}] has no content", param=f"messages[{index}].content")
             if isinstance(message.content, str):
-                messages.append({"role": message.role, "content": message.content})
+                messages.append({"role": role, "content": message.content})
                 continue
             parts = []
             for part_index, part in enumerate(message.content):
@@ -132,9 +130,10 @@ class OpenAIServingChat:
                 if image_count > self.media.max_images:
                     raise ApiError(f"at most {self.media.max_images} images per request", param=param)
                 data = await fetch_image_bytes(part.image_url.url, self.media, param)
-                decode_image(data, self.media, param)  # refuse bad images here, before any worker sees them
+                # Refuse bad images here, before any worker sees them; decoding is CPU work: off the event loop.
+                await asyncio.to_thread(decode_image, data, self.media, param)
                 parts.append({"type": "image", "image": base64.b64encode(data).decode()})
-            messages.append({"role": message.role, "content": parts})
+            messages.append({"role": role, "content": parts})
         return GenerateRequest(
             model=request.model,
             messages=messages,
