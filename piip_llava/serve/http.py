@@ -60,7 +60,7 @@ def load_json(body: bytes) -> dict:
     integers over :data:`MAX_INT_DIGITS` digits, nesting over :data:`MAX_JSON_DEPTH`, strings that are not valid
     Unicode (lone surrogates such as ``"\\ud800"``, which no tokenizer can encode)."""
     try:
-        data = json.loads(body, parse_int=_parse_int, parse_constant=_refuse_constant)
+        data = json.loads(body.decode("utf-8"), parse_int=_parse_int, parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ApiError(f"the request body is not valid JSON: {error}") from error
     except RecursionError as error:

@@ -146,13 +146,19 @@ def _read_regular_file(path: Path, limit: int, param: str) -> bytes:
         descriptor = os.open(path, flags)
     except OSError:
         raise ApiError("no such file in the allowed folder", param=param) from None
-    with os.fdopen(descriptor, "rb") as handle:
+    try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise ApiError("file:// path is not a regular file", param=param)
         if info.st_size > limit:
             raise ApiError(f"image file is over {limit} bytes", param=param)
-        data = handle.read(limit + 1)
+        blocks, size = [], 0
+        while size <= limit and (block := os.read(descriptor, limit + 1 - size)):
+            blocks.append(block)
+            size += len(block)
+        data = b"".join(blocks)
+    finally:
+        os.close(descriptor)
     if len(data) > limit:
         raise ApiError(f"image file is over {limit} bytes", param=param)
     return data
@@ -238,7 +244,7 @@ async def _remote_url(url: str, policy: MediaPolicy, param: str) -> bytes:
                 timeout=policy.fetch_timeout, follow_redirects=False, trust_env=False
             ) as client:
                 return await _fetch_checked(client, url, policy)
-    except (_Refused, httpx.HTTPError, TimeoutError, ValueError) as error:
+    except (_Refused, httpx.HTTPError, httpx.InvalidURL, TimeoutError, ValueError) as error:
         logger.info("remote image %s refused: %s", url[:200], error)  # details for the operator, not the client
         raise ApiError(
             f"the image URL could not be fetched (it must be a public http(s) URL that answers within "

@@ -127,10 +127,11 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
-    temperature: StrictFloat = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: StrictFloat = Field(default=1.0, gt=0.0, le=1.0)
-    n: StrictInt = 1
-    stream: StrictBool = False
+    # null is OpenAI's "use the default" for these
+    temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: StrictFloat | None = Field(default=None, gt=0.0, le=1.0)
+    n: StrictInt | None = None
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
     stop: StrictStr | list[StrictStr] | None = None
     # Not in OpenAI's API (vLLM has it): keep generating past EOS, for load tests.

@@ -109,7 +109,7 @@ class OpenAIServingChat:
         self.backend, self.media = backend, media
 
     async def to_generate_request(self, request: ChatCompletionRequest) -> GenerateRequest:
-        if request.n != 1:
+        if request.n not in (None, 1):
             raise ApiError("only n=1 is supported", param="n", code="unsupported_parameter")
         max_tokens = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
         messages, image_count = [], 0
@@ -138,8 +138,8 @@ class OpenAIServingChat:
             model=request.model,
             messages=messages,
             max_new_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
             stop=request.stop_list(),
             ignore_eos=request.ignore_eos,
         )
