@@ -6,6 +6,9 @@ the worker (``/worker_generate_stream``). Reported per path: time to first token
 and how many waited over 2 s) and the most rows the worker held (``queue_length``, sampled every 20 ms; with rows
 freed at once it stays near ``--concurrency``).
 
+Then head-of-line blocking: a "hi" alone, and a "hi" sent while a 10 MB prompt without spaces is in flight
+(through the API; the big one is refused before tokenising, so the "hi" should not wait for it).
+
     python benchmarks/serve_disconnect.py [--clients 200] [--concurrency 16] [--model-path DIR]
 """
 
@@ -84,6 +87,28 @@ async def run_path(url: str, worker_url: str, model: str, args, worker: bool) ->
     }  # fmt: skip
 
 
+async def head_of_line(api_url: str, model: str) -> dict:
+    """A "hi" alone; then "hi"s sent every 0.25 s while a 10 MB prompt is in flight (the slowest of them), and the
+    10 MB request's own status and seconds."""
+    hi = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    huge = {**hi, "messages": [{"role": "user", "content": "x" * (10 << 20)}]}
+    async with httpx.AsyncClient(base_url=api_url, timeout=600) as client:
+
+        async def timed(body):
+            start = time.perf_counter()
+            response = await client.post("/chat/completions", json=body)
+            return time.perf_counter() - start, response.status_code
+
+        alone, _ = await timed(hi)
+        big = asyncio.create_task(timed(huge))
+        beside = []
+        while not big.done():
+            beside.append((await timed(hi))[0])
+            await asyncio.sleep(0.25)
+        big_seconds, status = await big
+    return {"alone": alone, "beside": max(beside), "count": len(beside), "big": big_seconds, "status": status}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-path", help="model dir to serve (default: a tiny random model)")
@@ -106,6 +131,11 @@ def main() -> None:
                 f"| {name} | {result['p50']:.2f} s | {result['p90']:.2f} s | {result['max']:.2f} s | "
                 f"{result['over_2s']} | {result['max_rows']} | {result['rows_after']} | {result['wall']:.1f} s |"
             )
+        hol = asyncio.run(head_of_line(api_url, model))
+        print(
+            f'\n"hi" alone {hol["alone"]:.2f} s; the slowest of {hol["count"]} sent beside a 10 MB prompt '
+            f"{hol['beside']:.2f} s; the 10 MB request: HTTP {hol['status']} after {hol['big']:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -119,3 +119,21 @@ def test_domain_allowlist(local_server, trusted_name):
 def test_redirect_loops_end(local_server, trusted_name):
     with pytest.raises(ApiError):
         _fetch(f"http://media.test:{local_server}/loop")
+
+
+def test_readme_documents_real_flags():
+    """Every flag the README's serving-limits section names is a flag of the API server or the worker."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    from piip_llava.serve.model_worker import add_engine_arguments
+    from piip_llava.serve.openai_api import build_parser
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Serving limits and security", 1)[1].split("\n## ", 1)[0]
+    worker = argparse.ArgumentParser()
+    add_engine_arguments(worker)
+    known = set(build_parser()._option_string_actions) | set(worker._option_string_actions)
+    named = set(re.findall(r"`(--[a-z-]+)", section))
+    assert named and named <= known, named - known
