@@ -255,12 +255,13 @@ async def _remote_url(url: str, policy: MediaPolicy, param: str) -> bytes:
 
 
 async def fetch_image_bytes(url: str, policy: MediaPolicy, param: str) -> bytes:
-    """The encoded bytes an ``image_url`` points to (validated as an image by the caller)."""
+    """The encoded bytes an ``image_url`` points to (validated as an image by the caller). Base64 decoding and file
+    reads run in a thread: a 20 MB image does not hold up other requests."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "data":
-        return _data_url(url, param)
+        return await asyncio.to_thread(_data_url, url, param)
     if scheme == "file":
-        return _file_url(url, policy, param)
+        return await asyncio.to_thread(_file_url, url, policy, param)
     if scheme in ("http", "https"):
         return await _remote_url(url, policy, param)
     raise ApiError("image_url must be a data:, http(s): or file: URL", param=param)

@@ -108,6 +108,11 @@ class OpenAIServingChat:
     def __init__(self, backend: Backend, media: MediaPolicy) -> None:
         self.backend, self.media = backend, media
 
+    def _checked_base64(self, data: bytes, param: str) -> str:
+        """Refuse a bad image here, before any worker sees it (CPU work: callers run it off the event loop)."""
+        decode_image(data, self.media, param)
+        return base64.b64encode(data).decode()
+
     async def to_generate_request(self, request: ChatCompletionRequest) -> GenerateRequest:
         if request.n not in (None, 1):
             raise ApiError("only n=1 is supported", param="n", code="unsupported_parameter")
@@ -130,9 +135,7 @@ class OpenAIServingChat:
                 if image_count > self.media.max_images:
                     raise ApiError(f"at most {self.media.max_images} images per request", param=param)
                 data = await fetch_image_bytes(part.image_url.url, self.media, param)
-                # Refuse bad images here, before any worker sees them; decoding is CPU work: off the event loop.
-                await asyncio.to_thread(decode_image, data, self.media, param)
-                parts.append({"type": "image", "image": base64.b64encode(data).decode()})
+                parts.append({"type": "image", "image": await asyncio.to_thread(self._checked_base64, data, param)})
             messages.append({"role": role, "content": parts})
         return GenerateRequest(
             model=request.model,

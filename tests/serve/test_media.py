@@ -4,6 +4,7 @@ limits, and ``file://`` reads."""
 import asyncio
 import io
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -55,10 +56,21 @@ def _png() -> bytes:
 
 @pytest.fixture(scope="module")
 def local_server():
-    """Serves ``/image.png``, ``/redirect?to=URL`` (a 302) and ``/loop`` (a 302 to itself) on 127.0.0.1."""
+    """Serves ``/image.png``, ``/redirect?to=URL`` (a 302), ``/loop`` (a 302 to itself) and ``/drip`` (8 s of
+    1 byte per 0.2 s) on 127.0.0.1."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.path == "/drip":  # a valid image, one byte every 0.2 s
+                body = _png()[:40]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
+                return
             if self.path.startswith("/redirect?to=") or self.path == "/loop":
                 self.send_response(302)
                 self.send_header("Location", self.path.split("=", 1)[1] if "=" in self.path else "/loop")
@@ -114,6 +126,12 @@ def test_domain_allowlist(local_server, trusted_name):
     assert _fetch(url, allowed_media_domains=("test",)) == _png()  # a subdomain of an allowed domain
     with pytest.raises(ApiError):
         _fetch(url, allowed_media_domains=("example.com",))
+
+
+def test_a_slow_drip_hits_the_total_deadline(local_server, trusted_name):
+    # Each read gets a byte well within any per-read timeout; only a deadline on the whole fetch stops it.
+    with pytest.raises(ApiError, match="could not be fetched"):
+        _fetch(f"http://media.test:{local_server}/drip", fetch_timeout=1.0)
 
 
 def test_redirect_loops_end(local_server, trusted_name):
