@@ -13,26 +13,11 @@ from PIL import Image
 
 from piip_llava.serve.launch import Service, _module, free_port
 from tests.serve.conftest import MODEL_NAME, running
-from tests.serve.test_openai_api import RED_PNG, _png, bomb_png, data_url
+from tests.serve.test_openai_api import RED_PNG, _png, bomb_png, data_url, image, text, user
+from tests.serve.test_openai_api import _good as good
 
 API_KEY = "sk-fuzz"
 MAX_BODY = 1 << 20
-
-
-def user(*parts):
-    return [{"role": "user", "content": list(parts)}]
-
-
-def text(value):
-    return {"type": "text", "text": value}
-
-
-def image(url):
-    return {"type": "image_url", "image_url": {"url": url}}
-
-
-def good(**overrides):
-    return {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **overrides}
 
 
 @pytest.fixture(scope="module")
