@@ -413,11 +413,14 @@ class GenerationEngine:
 
 
 def _text_length(request: GenerateRequest) -> int:
-    return sum(
-        len(message.content) if isinstance(message.content, str) else sum(len(p.text) for p in message.content
-                                                                            if p.type == "text")
-        for message in request.messages
-    )  # fmt: skip
+    """Characters of text in a request (what tokenising it costs grows with)."""
+    total = 0
+    for message in request.messages:
+        if isinstance(message.content, str):
+            total += len(message.content)
+        else:
+            total += sum(len(part.text) for part in message.content if part.type == "text")
+    return total
 
 
 def encode_image_file(path: str) -> str:
