@@ -128,13 +128,17 @@ def _file_url(url: str, policy: MediaPolicy, param: str) -> bytes:
     raw = urllib.parse.unquote(parsed.path)
     if "\x00" in raw or len(raw) > MAX_PATH_CHARS:
         raise ApiError(f"file:// path has a NUL byte or is over {MAX_PATH_CHARS} characters", param=param)
-    allowed = Path(policy.allowed_local_path).resolve()
+    folders = {Path(os.path.abspath(policy.allowed_local_path)), Path(policy.allowed_local_path).resolve()}
+    outside = ApiError("file:// path is outside the allowed folder", param=param, code="forbidden_path")
+    # Refused as written first, so that the answer for a path outside says nothing about whether it exists.
+    if not any(Path(os.path.normpath(raw)).is_relative_to(folder) for folder in folders):
+        raise outside
     try:
         path = Path(raw).resolve(strict=True)
     except (OSError, RuntimeError):  # missing, a symlink loop (RuntimeError before Python 3.13), not permitted
         raise ApiError("no such file in the allowed folder", param=param) from None
-    if not path.is_relative_to(allowed):
-        raise ApiError(f"file:// path is outside the allowed folder {allowed}", param=param, code="forbidden_path")
+    if not any(path.is_relative_to(folder) for folder in folders):  # a symlink in the folder pointing out of it
+        raise outside
     return _read_regular_file(path, policy.max_image_bytes, param)
 
 

@@ -155,3 +155,18 @@ def test_readme_documents_real_flags():
     known = set(build_parser()._option_string_actions) | set(worker._option_string_actions)
     named = set(re.findall(r"`(--[a-z-]+)", section))
     assert named and named <= known, named - known
+
+
+def test_file_refusals_say_nothing_about_files_outside(tmp_path):
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    (tmp_path / "exists.png").write_bytes(_png())
+    policy = MediaPolicy(allowed_local_path=str(folder))
+    answers = []
+    for outside in (tmp_path / "exists.png", tmp_path / "missing.png", f"{folder}/../exists.png"):
+        with pytest.raises(ApiError) as refused:
+            asyncio.run(fetch_image_bytes(f"file://{outside}", policy, "p"))
+        answers.append(refused.value.body())
+    assert answers[0] == answers[1] == answers[2]
+    (folder / "in.png").write_bytes(_png())
+    assert asyncio.run(fetch_image_bytes(f"file://{folder}/in.png", policy, "p")) == _png()
