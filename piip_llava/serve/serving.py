@@ -60,14 +60,17 @@ class ControllerBackend:
 
     async def open_stream(self, request: GenerateRequest) -> AsyncIterator[dict]:
         tried: list[str] = []
+        # Up to 4 base64 images: encoding is CPU work that grows with them, so not on the event loop.
+        body = await asyncio.to_thread(request.model_dump_json)
         for _ in range(self.attempts):
             address = (await self._post("/get_worker_address", {"model": request.model, "exclude": tried}))["address"]
             if not address:
                 break
             try:
                 upstream = self.client.build_request(
-                    "POST", f"{address}/worker_generate_stream", json=request.model_dump()
-                )
+                    "POST", f"{address}/worker_generate_stream", content=body,
+                    headers={"content-type": "application/json"},
+                )  # fmt: skip
                 response = await self.client.send(upstream, stream=True)
             except httpx.TransportError as error:
                 logger.warning("worker %s unreachable (%s); trying another", address, error)
