@@ -83,7 +83,8 @@ async def decode_rate(client, model: str, streams: int, new_tokens: int) -> floa
     return sum(run["tokens"] for run in runs) / (max(r["end"] for r in runs) - min(r["first"] for r in runs))
 
 
-def start_stack(stack: ExitStack, model_path: str | None, max_batch_size: int, worker_args=()) -> tuple[str, str]:
+def start_stack(stack: ExitStack, model_path: str | None, max_batch_size: int, worker_args=()) -> tuple[str, str, str]:
+    """Controller + one worker + API as processes, stopped with ``stack``: ``(api_url, model_name, worker_url)``."""
     import os
 
     from piip_llava.serve.launch import api_service, controller_service, free_port, wait_for_model, worker_service
@@ -108,7 +109,7 @@ def start_stack(stack: ExitStack, model_path: str | None, max_batch_size: int, w
         service.start(env).wait_ready()
     name = Path(model_path).resolve().name
     wait_for_model(controller, name)
-    return f"http://127.0.0.1:{api_port}/v1", name
+    return f"http://127.0.0.1:{api_port}/v1", name, f"http://127.0.0.1:{worker_port}"
 
 
 async def run(args, api_url: str, model: str) -> None:
@@ -148,7 +149,7 @@ def main() -> None:
         if args.api_url:
             api_url, model = args.api_url, args.model
         else:
-            api_url, model = start_stack(stack, args.model_path, args.max_batch_size, args.worker_arg)
+            api_url, model, _ = start_stack(stack, args.model_path, args.max_batch_size, args.worker_arg)
         asyncio.run(run(args, api_url, model))
 
 

@@ -1,15 +1,17 @@
-"""Routes of the OpenAI-compatible server: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /health``.
-The handler and the API keys live on ``app.state`` (built by :func:`build_app`)."""
+"""Routes of the OpenAI-compatible server: ``POST /v1/chat/completions``, ``GET /v1/models``,
+``GET /v1/models/{id}``, ``GET /health``, and the API docs (``/docs``, ``/openapi.json``: behind the key when one
+is set). The handler and the API keys live on ``app.state`` (built by :func:`build_app`)."""
 
 from __future__ import annotations
 
 import hmac
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import StreamingResponse
 
-from .http import error_response, install_error_handlers, parse_body
-from .protocol import ApiError, ChatCompletionRequest, now
+from .http import BodyLimitMiddleware, install_error_handlers, parse_body
+from .protocol import ApiError, ChatCompletionRequest, now, refuse_unsupported_fields
 from .serving import OpenAIServingChat
 
 router = APIRouter()
@@ -33,18 +35,36 @@ async def health(request: Request):
     return {"status": "ok", "models": await request.app.state.serving.backend.model_names()}
 
 
+def _model_card(name: str, created: int) -> dict:
+    return {"id": name, "object": "model", "created": created, "owned_by": "piip-llava", "root": name, "parent": None}
+
+
 @router.get("/v1/models", dependencies=[Depends(check_api_key)])
 async def list_models(request: Request):
-    created = request.app.state.started
     names = await request.app.state.serving.backend.model_names()
-    data = [{"id": n, "object": "model", "created": created, "owned_by": "piip-llava", "root": n, "parent": None}
-            for n in names]  # fmt: skip
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": [_model_card(name, request.app.state.started) for name in names]}
+
+
+@router.get("/v1/models/{model_id:path}", dependencies=[Depends(check_api_key)])
+async def retrieve_model(request: Request, model_id: str):
+    if model_id not in await request.app.state.serving.backend.model_names():
+        raise ApiError(f"the model {model_id!r} does not exist", 404, param="model", code="model_not_found")
+    return _model_card(model_id, request.app.state.started)
+
+
+@router.get("/openapi.json", include_in_schema=False, dependencies=[Depends(check_api_key)])
+async def openapi(request: Request):
+    return request.app.openapi()
+
+
+@router.get("/docs", include_in_schema=False, dependencies=[Depends(check_api_key)])
+async def docs(request: Request):
+    return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(check_api_key)])
 async def chat_completions(request: Request):
-    body = await parse_body(request, ChatCompletionRequest)
+    body = await parse_body(request, ChatCompletionRequest, check=refuse_unsupported_fields)
     result = await request.app.state.serving.create(body)
     if isinstance(result, dict):
         return result
@@ -52,18 +72,12 @@ async def chat_completions(request: Request):
 
 
 def build_app(serving: OpenAIServingChat, api_keys: list[str] | None = None, max_body_bytes: int = 64 << 20) -> FastAPI:
-    app = FastAPI(title="PIIP-LLaVA OpenAI-compatible API")
+    # FastAPI's own /docs and /openapi.json answer anyone: ours (in the router) check the key.
+    app = FastAPI(title="PIIP-LLaVA OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serving = serving
     app.state.api_keys = [key for key in api_keys or [] if key]
     app.state.started = now()
     install_error_handlers(app)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return error_response(ApiError(f"request body over {max_body_bytes} bytes", 413))
-        return await call_next(request)
-
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.include_router(router)
     return app

@@ -19,7 +19,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from .http import install_error_handlers, serve_app
+from .http import install_error_handlers, load_json, serve_app
 from .protocol import ApiError
 
 logger = logging.getLogger(__name__)
@@ -114,6 +114,15 @@ class Controller:
         }
 
 
+async def _fields(request: Request, **required: type) -> dict:
+    """The JSON body, with ``required`` fields of the given types (else a 400, not a 500 from a KeyError)."""
+    body = load_json(await request.body())
+    for name, kind in required.items():
+        if not isinstance(body.get(name), kind):
+            raise ApiError(f"{name}: a {kind.__name__} is required", param=name)
+    return body
+
+
 def build_app(controller: Controller) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -132,10 +141,14 @@ def build_app(controller: Controller) -> FastAPI:
 
     @app.post("/register_worker")
     async def register_worker(request: Request):
-        body = await request.json()
-        await controller.register(
-            body["worker_name"], bool(body.get("check_heart_beat", True)), body.get("worker_status")
-        )
+        body = await _fields(request, worker_name=str)
+        status = body.get("worker_status")
+        if status is not None and not (isinstance(status, dict) and isinstance(status.get("model_names"), list)):
+            raise ApiError("worker_status: an object with a model_names list is required", param="worker_status")
+        try:
+            await controller.register(body["worker_name"], bool(body.get("check_heart_beat", True)), status)
+        except (TypeError, ValueError) as error:
+            raise ApiError(f"worker_status: {error}", param="worker_status") from error
         return None
 
     @app.post("/refresh_all_workers")
@@ -153,13 +166,18 @@ def build_app(controller: Controller) -> FastAPI:
 
     @app.post("/get_worker_address")
     async def get_worker_address(request: Request):
-        body = await request.json()
-        return {"address": controller.worker_address(body["model"], tuple(body.get("exclude", ())))}
+        body = await _fields(request, model=str)
+        exclude = body.get("exclude") or []
+        if not isinstance(exclude, list):
+            raise ApiError("exclude: a list of worker addresses is required", param="exclude")
+        return {"address": controller.worker_address(body["model"], tuple(map(str, exclude)))}
 
     @app.post("/receive_heart_beat")
     async def receive_heart_beat(request: Request):
-        body = await request.json()
-        return {"exist": controller.heart_beat(body["worker_name"], int(body.get("queue_length", 0)))}
+        body = await _fields(request, worker_name=str)
+        if not isinstance(body.get("queue_length", 0), int):
+            raise ApiError("queue_length: an integer is required", param="queue_length")
+        return {"exist": controller.heart_beat(body["worker_name"], body.get("queue_length", 0))}
 
     @app.post("/worker_get_status")
     async def worker_get_status():
@@ -168,7 +186,7 @@ def build_app(controller: Controller) -> FastAPI:
     @app.post("/worker_generate_stream")
     async def worker_generate_stream(request: Request):
         """Proxy to a worker, so that a parent controller can treat this one as a worker."""
-        body = await request.json()
+        body = await _fields(request, model=str)
         address = controller.worker_address(body.get("model", ""))
         if not address:
             raise ApiError(f"no worker serves model {body.get('model')!r}", 404, code="model_not_found")

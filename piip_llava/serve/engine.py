@@ -28,6 +28,7 @@ from transformers import StoppingCriteria
 
 from ..model.conversation import IMAGE_TOKEN
 from .media import MediaPolicy, decode_base64, decode_image
+from .prompt import PromptEncoder
 from .protocol import ApiError, GenerateRequest
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,8 @@ class GenerationEngine:
         default_max_new_tokens: used when a request gives no limit (capped by the context).
         media: image limits (:class:`MediaPolicy`).
         stream_interval: seconds between a stream's text events (the first is sent at once; 0 = every token).
+        max_prompt_chars: longest text a request may send, checked before tokenising (default: 32 characters per
+            context token, more than any prompt that fits the context, so tokenising costs at most ~0.1 s).
     """
 
     def __init__(
@@ -142,13 +145,16 @@ class GenerationEngine:
         default_max_new_tokens: int = 512,
         media: MediaPolicy | None = None,
         stream_interval: float = 0.01,
+        max_prompt_chars: int | None = None,
     ) -> None:
         self.model, self.processor, self.model_name = model, processor, model_name
         self.tokenizer = processor.tokenizer
+        self.prompt_encoder = PromptEncoder(processor)
         self.max_batch_size, self.batch_wait = max_batch_size, batch_wait
         self.default_max_new_tokens, self.stream_interval = default_max_new_tokens, stream_interval
         self.media = media or MediaPolicy()
         self.context_length = model.config.text_config.max_position_embeddings
+        self.max_prompt_chars = max_prompt_chars or 32 * self.context_length
         eos = model.generation_config.eos_token_id
         self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self._image_processors = {}
@@ -183,17 +189,32 @@ class GenerationEngine:
 
     def prepare(self, request: GenerateRequest, emit: Callable[[Event], None]) -> Job:
         """Validate and tokenise a request; :class:`ApiError` for anything a client did wrong."""
-        messages, images = self._chat_messages(request)
         if request.messages[-1].role != "user":
             raise ApiError("the last message must come from the user", param="messages")
+        characters = _text_length(request)
+        if characters > self.max_prompt_chars:  # before any tokenising: its time grows with the text
+            raise ApiError(
+                f"the messages hold {characters} characters of text; the limit is {self.max_prompt_chars}",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        messages, images = self._chat_messages(request)
         image_processor = self._image_processor(request.image_aspect_ratio)
         with self._tokenizer_lock:
-            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            encoding = self.tokenizer(self.processor.expand_image_tokens(prompt), return_tensors="pt")
-        inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
+            ids = self.prompt_encoder.encode(messages)
+        # The whole prompt is checked before it joins a batch: a mismatch here would fail everyone's generate.
+        image_tokens = ids.count(self.processor.image_token_id)
+        if image_tokens != len(images) * self.processor.image_seq_length:
+            raise ApiError(
+                f"the prompt has {image_tokens} image tokens for {len(images)} images "
+                f"({self.processor.image_seq_length} each)",
+                param="messages",
+            )
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         if images:
             inputs["pixel_values"] = image_processor(images, return_tensors="pt")["pixel_values"]
-        prompt_tokens = inputs["input_ids"].shape[1]
+        prompt_tokens = len(ids)
         room = self.context_length - prompt_tokens
         if room < 1:
             raise ApiError(
@@ -320,16 +341,31 @@ class GenerationEngine:
                 batch = self._take_batch()
                 self._running = len(batch)
             try:
-                self._run(batch)
-            except Exception as error:  # a failed batch fails its requests, never the worker
-                logger.exception("generation failed")
-                failure = ApiError(f"generation failed: {type(error).__name__}: {error}", 500, "server_error")
-                for job in batch:
-                    if not job.done:
-                        job.fail(failure)
+                self._run_isolated(batch)
             finally:
                 with self._condition:
                     self._running = 0
+
+    def _run_isolated(self, batch: list[Job]) -> None:
+        """Run a batch; if it fails, run its unfinished rows one by one, so only the row that fails on its own
+        gets the error (and never the worker)."""
+        try:
+            self._run(batch)
+            return
+        except Exception:
+            logger.exception("a batch of %d rows failed; retrying its rows one by one", len(batch))
+        for job in batch:
+            if job.done or job.cancelled:
+                continue
+            if job.sent:  # it already streamed text: a retry would send it twice
+                job.fail(ApiError("generation failed mid-stream", 500, "server_error"))
+                continue
+            job.tokens.clear()
+            try:
+                self._run([job])
+            except Exception as error:
+                logger.exception("generation failed")
+                job.fail(ApiError(f"generation failed: {type(error).__name__}: {error}", 500, "server_error"))
 
     def _take_batch(self) -> list[Job]:
         first = self._pending.popleft()
@@ -374,6 +410,17 @@ class GenerationEngine:
         if pixels:
             batch["pixel_values"] = torch.cat(pixels).to(self.model.device, self.model.dtype)
         return batch
+
+
+def _text_length(request: GenerateRequest) -> int:
+    """Characters of text in a request (what tokenising it costs grows with)."""
+    total = 0
+    for message in request.messages:
+        if isinstance(message.content, str):
+            total += len(message.content)
+        else:
+            total += sum(len(part.text) for part in message.content if part.type == "text")
+    return total
 
 
 def encode_image_file(path: str) -> str:

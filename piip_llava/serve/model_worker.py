@@ -129,11 +129,23 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
     )
     parser.add_argument("--max-new-tokens", type=int, default=512, help="default completion limit")
     parser.add_argument("--max-images-per-request", type=int, default=4)
-    parser.add_argument("--max-image-pixels", type=int, default=40_000_000)
+    parser.add_argument(
+        "--max-image-pixels", type=int, default=40_000_000, help="also the largest padded square (default 40M)"
+    )
+    parser.add_argument(
+        "--max-image-aspect-ratio", type=float, default=50.0, help="long side / short side (default 50)"
+    )
+    parser.add_argument(
+        "--max-prompt-chars", type=int, help="text per request, checked before tokenising (default 32 x context)"
+    )
 
 
 def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None) -> GenerationEngine:
-    media = media or MediaPolicy(max_images=args.max_images_per_request, max_image_pixels=args.max_image_pixels)
+    media = media or MediaPolicy(
+        max_images=args.max_images_per_request,
+        max_image_pixels=args.max_image_pixels,
+        max_aspect_ratio=args.max_image_aspect_ratio,
+    )
     return GenerationEngine.from_pretrained(
         args.model_path,
         device=args.device,
@@ -144,6 +156,7 @@ def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None)
         stream_interval=args.stream_interval,
         default_max_new_tokens=args.max_new_tokens,
         media=media,
+        max_prompt_chars=args.max_prompt_chars,
     )
 
 

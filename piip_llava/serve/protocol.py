@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import Strict as _StrictMode
+
+# OpenAI is strict where Python is lax: ``"0.5"`` is not a number, ``true`` is not 1, ``"yes"`` is not a boolean.
+StrictFloat = Annotated[float, _StrictMode()]  # ints are still accepted, as JSON has one number type
 
 
 class ApiError(Exception):
@@ -52,13 +56,13 @@ class _Strict(BaseModel):
 
 
 class ImageURL(_Strict):
-    url: str
+    url: StrictStr
     detail: Literal["auto", "low", "high"] | None = None
 
 
 class TextPart(_Strict):
     type: Literal["text"]
-    text: str
+    text: StrictStr
 
 
 class ImagePart(_Strict):
@@ -71,33 +75,67 @@ class ChatMessage(BaseModel):
     # Clients send extra fields (name, tool_calls: null, refusal: null) on echoed assistant messages: ignored.
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart | ImagePart] | None = None
+    # ``developer`` is OpenAI's name for ``system`` since the o1 models; it is served as ``system``.
+    role: Literal["system", "developer", "user", "assistant"]
+    content: StrictStr | list[TextPart | ImagePart] | None = None
 
 
 class StreamOptions(_Strict):
-    include_usage: bool = False
+    include_usage: StrictBool = False
+
+
+# OpenAI request fields we do not implement, and the values that ask for nothing (their defaults): any other value is
+# refused with a 400 naming the field, rather than silently ignored.
+UNSUPPORTED_FIELDS: dict[str, tuple] = {
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "tools": (None, []),
+    "tool_choice": (None, "none", "auto"),
+    "parallel_tool_calls": (None, True, False),
+    "functions": (None, []),
+    "function_call": (None, "none", "auto"),
+    "response_format": (None, {"type": "text"}),
+    "seed": (None,),
+    "logit_bias": (None, {}),
+    "frequency_penalty": (None, 0, 0.0),
+    "presence_penalty": (None, 0, 0.0),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+    "prediction": (None,),
+    "reasoning_effort": (None,),
+    "web_search_options": (None,),
+}
+
+
+def refuse_unsupported_fields(body: dict) -> None:
+    """:class:`ApiError` naming the first OpenAI field whose value we would otherwise have to ignore."""
+    for name, neutral in UNSUPPORTED_FIELDS.items():
+        value = body.get(name)
+        if name in body and not any(type(value) is type(ok) and value == ok for ok in neutral):
+            raise ApiError(f"{name} is not supported by this server (got {str(value)[:100]})", param=name,
+                           code="unsupported_parameter")  # fmt: skip
 
 
 class ChatCompletionRequest(BaseModel):
-    """The fields we implement. Unknown fields are ignored (as vLLM does), so clients that send e.g. ``user`` or
-    ``logprobs: false`` work; fields whose meaning we cannot honour (``n`` > 1, tools) are refused."""
+    """The fields we implement, with OpenAI's strict types. Unknown fields are ignored (as vLLM does), so clients
+    that send e.g. ``user`` or ``store`` work; OpenAI fields whose meaning we cannot honour (``n`` > 1, tools, seed,
+    logprobs, penalties: :data:`UNSUPPORTED_FIELDS`) are refused by :func:`refuse_unsupported_fields`."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str
+    model: StrictStr
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    n: int = 1
-    stream: bool = False
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    # null is OpenAI's "use the default" for these
+    temperature: StrictFloat | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: StrictFloat | None = Field(default=None, gt=0.0, le=1.0)
+    n: StrictInt | None = None
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    tools: list[dict] | None = None
+    stop: StrictStr | list[StrictStr] | None = None
     # Not in OpenAI's API (vLLM has it): keep generating past EOS, for load tests.
-    ignore_eos: bool = False
+    ignore_eos: StrictBool = False
 
     def stop_list(self) -> list[str]:
         if self.stop is None:

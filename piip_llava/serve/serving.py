@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -59,14 +60,17 @@ class ControllerBackend:
 
     async def open_stream(self, request: GenerateRequest) -> AsyncIterator[dict]:
         tried: list[str] = []
+        # Up to 4 base64 images: encoding is CPU work that grows with them, so not on the event loop.
+        body = await asyncio.to_thread(request.model_dump_json)
         for _ in range(self.attempts):
             address = (await self._post("/get_worker_address", {"model": request.model, "exclude": tried}))["address"]
             if not address:
                 break
             try:
                 upstream = self.client.build_request(
-                    "POST", f"{address}/worker_generate_stream", json=request.model_dump()
-                )
+                    "POST", f"{address}/worker_generate_stream", content=body,
+                    headers={"content-type": "application/json"},
+                )  # fmt: skip
                 response = await self.client.send(upstream, stream=True)
             except httpx.TransportError as error:
                 logger.warning("worker %s unreachable (%s); trying another", address, error)
@@ -107,20 +111,22 @@ class OpenAIServingChat:
     def __init__(self, backend: Backend, media: MediaPolicy) -> None:
         self.backend, self.media = backend, media
 
+    def _checked_base64(self, data: bytes, param: str) -> str:
+        """Refuse a bad image here, before any worker sees it (CPU work: callers run it off the event loop)."""
+        decode_image(data, self.media, param)
+        return base64.b64encode(data).decode()
+
     async def to_generate_request(self, request: ChatCompletionRequest) -> GenerateRequest:
-        if request.n != 1:
-            raise ApiError("only n=1 is supported", param="n")
-        if request.tools:
-            raise ApiError("tools are not supported by this model", param="tools")
+        if request.n not in (None, 1):
+            raise ApiError("only n=1 is supported", param="n", code="unsupported_parameter")
         max_tokens = request.max_completion_tokens if request.max_completion_tokens is not None else request.max_tokens
-        if max_tokens is not None and max_tokens < 1:
-            raise ApiError(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
         messages, image_count = [], 0
         for index, message in enumerate(request.messages):
+            role = "system" if message.role == "developer" else message.role  # as OpenAI serves older models
             if message.content is None or message.content == []:
                 raise ApiError(f"messages[{index}] has no content", param=f"messages[{index}].content")
             if isinstance(message.content, str):
-                messages.append({"role": message.role, "content": message.content})
+                messages.append({"role": role, "content": message.content})
                 continue
             parts = []
             for part_index, part in enumerate(message.content):
@@ -132,15 +138,14 @@ class OpenAIServingChat:
                 if image_count > self.media.max_images:
                     raise ApiError(f"at most {self.media.max_images} images per request", param=param)
                 data = await fetch_image_bytes(part.image_url.url, self.media, param)
-                decode_image(data, self.media, param)  # refuse bad images here, before any worker sees them
-                parts.append({"type": "image", "image": base64.b64encode(data).decode()})
-            messages.append({"role": message.role, "content": parts})
+                parts.append({"type": "image", "image": await asyncio.to_thread(self._checked_base64, data, param)})
+            messages.append({"role": role, "content": parts})
         return GenerateRequest(
             model=request.model,
             messages=messages,
             max_new_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
+            temperature=1.0 if request.temperature is None else request.temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
             stop=request.stop_list(),
             ignore_eos=request.ignore_eos,
         )

@@ -60,3 +60,23 @@ def test_api_with_its_own_model(tiny_llava):
             assert client.post("/v1/chat/completions", json=body).status_code == 401
     finally:
         engine.close()
+
+
+def test_controller_refuses_malformed_bodies_with_400():
+    from piip_llava.serve.controller import build_app as build_controller_app
+
+    client = TestClient(build_controller_app(Controller()))
+    cases = {
+        "/register_worker": [b"{", b"[]", b"{}", b'{"worker_name": 5}',
+                             b'{"worker_name": "http://w", "worker_status": {"model_names": "m"}}',
+                             b'{"worker_name": "http://w", "worker_status": {"model_names": ["m"], "speed": "fast"}}'],
+        "/get_worker_address": [b"{}", b'{"model": null}', b'{"model": "m", "exclude": 5}'],
+        "/receive_heart_beat": [b"{}", b'{"worker_name": "w", "queue_length": "many"}'],
+        "/worker_generate_stream": [b"{}", b'{"model": ' + b"[" * 5000 + b"]" * 5000 + b"}"],
+    }  # fmt: skip
+    for path, bodies in cases.items():
+        for body in bodies:
+            response = client.post(path, content=body)
+            assert response.status_code == 400, (path, body[:60], response.status_code, response.text[:200])
+            assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert client.post("/list_models").json() == {"models": []}  # nothing half-registered
