@@ -116,6 +116,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
     if model_path:
         parser.add_argument("--model-path", required=True, help="local PIIP-LLaVA directory")
     parser.add_argument("--model-name", help="name clients use (default: the directory's name)")
+    parser.add_argument(
+        "--engine",
+        default="hf",
+        choices=["hf", "vllm"],
+        help="hf: transformers generate with dynamic batching; vllm: vLLM's AsyncLLM (needs the vllm extra)",
+    )
+    parser.add_argument("--max-model-len", type=int, help="vllm engine: context length (default: the LLM's)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
     parser.add_argument(
         "--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: bf16 (fp16 on pre-Ampere) on CUDA, fp32 on CPU"
@@ -134,11 +141,25 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
 
 def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None) -> GenerationEngine:
     media = media or MediaPolicy(max_images=args.max_images_per_request, max_image_pixels=args.max_image_pixels)
+    model_name = args.model_name or Path(args.model_path).resolve().name
+    if args.engine == "vllm":
+        from .vllm_engine import VllmEngine
+
+        return VllmEngine(
+            args.model_path,
+            model_name,
+            dtype=args.dtype,
+            max_model_len=args.max_model_len,
+            default_max_new_tokens=args.max_new_tokens,
+            media=media,
+            stream_interval=args.stream_interval,
+            max_num_seqs=args.max_batch_size,
+        )
     return GenerationEngine.from_pretrained(
         args.model_path,
         device=args.device,
         dtype=args.dtype,
-        model_name=args.model_name or Path(args.model_path).resolve().name,
+        model_name=model_name,
         max_batch_size=args.max_batch_size,
         batch_wait=args.batch_wait,
         stream_interval=args.stream_interval,

@@ -22,6 +22,7 @@ from vllm.multimodal.processing import (
 
 from ..model.configuration_piip_llava import PiipLlavaConfig
 from ..model.conversation import IMAGE_TOKEN
+from ..model.loading import apply_config_preprocessing
 from ..model.processing_piip_llava import ASPECT_RATIOS, PiipLlavaProcessor
 
 # Per-request ``mm_processor_kwargs`` the processor accepts: the image aspect mode (``square`` / ``pad`` / ``resize``).
@@ -33,7 +34,9 @@ class PiipLlavaProcessingInfo(BaseProcessingInfo):
         return self.ctx.get_hf_config(PiipLlavaConfig)
 
     def get_hf_processor(self, **kwargs: object) -> PiipLlavaProcessor:
-        return self.ctx.get_hf_processor(PiipLlavaProcessor)
+        processor = self.ctx.get_hf_processor(PiipLlavaProcessor)
+        apply_config_preprocessing(processor, self.get_hf_config())  # the config says the image mode, as in HF
+        return processor
 
     def get_supported_mm_processor_kwargs(self) -> dict[str, set[str]]:
         return {"text_kwargs": set(), "images_kwargs": {ASPECT_RATIO_KWARG}}
