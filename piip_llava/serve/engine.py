@@ -189,7 +189,10 @@ class GenerationEngine:
         image_processor = self._image_processor(request.image_aspect_ratio)
         with self._tokenizer_lock:
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            encoding = self.tokenizer(self.processor.expand_image_tokens(prompt), return_tensors="pt")
+            # The chat template renders BOS (model/conversation.py, chat_template).
+            encoding = self.tokenizer(
+                self.processor.expand_image_tokens(prompt), return_tensors="pt", add_special_tokens=False
+            )
         inputs = {"input_ids": encoding["input_ids"], "attention_mask": encoding["attention_mask"]}
         if images:
             inputs["pixel_values"] = image_processor(images, return_tensors="pt")["pixel_values"]
