@@ -50,6 +50,14 @@ def fold_image_spans(token_ids: list[int], image_token_id: int, span: int) -> li
     return folded + [image_token_id] * (run // span)
 
 
+async def _cancel_pending_tasks() -> None:
+    """Cancel the tasks left on the engine's loop (vLLM's output handlers) so the loop closes cleanly."""
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class VllmEngine(GenerationEngine):
     """A PIIP-LLaVA directory served by vLLM's ``AsyncLLM``.
 
@@ -77,7 +85,7 @@ class VllmEngine(GenerationEngine):
     ) -> None:
         # GenerationEngine.__init__ loads a transformers model and starts its batching thread: neither is wanted here,
         # so this sets the attributes the inherited request preparation reads.
-        from transformers import AutoConfig, AutoProcessor
+        from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
         from ..model.loading import apply_config_preprocessing
 
@@ -86,7 +94,8 @@ class VllmEngine(GenerationEngine):
         self.processor = AutoProcessor.from_pretrained(model_path)
         apply_config_preprocessing(self.processor, AutoConfig.from_pretrained(model_path))
         self.tokenizer = self.processor.tokenizer
-        self._tracker = RowTracker([], self.tokenizer, set(), stream_interval)  # its _send paces the text events
+        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
+        self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self._image_processors = {}
         self._tokenizer_lock = threading.Lock()
         self._running = 0
@@ -115,8 +124,10 @@ class VllmEngine(GenerationEngine):
         if self._loop.is_closed():
             return
         self.engine.shutdown()
+        asyncio.run_coroutine_threadsafe(_cancel_pending_tasks(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self._loop.close()
 
     def _image_processor(self, aspect: str | None):
         # vLLM preprocesses the images in its own processor (our image processor, in the plugin): hand them over.
@@ -144,36 +155,37 @@ class VllmEngine(GenerationEngine):
         from vllm.sampling_params import RequestOutputKind
 
         temperature, top_p, ignore_eos = job.sampling
+        # Text, stop strings and EOS are the HF engine's (RowTracker), so vLLM only samples token ids.
         return SamplingParams(
             max_tokens=job.max_new_tokens,
             temperature=temperature,
             top_p=top_p,
             ignore_eos=ignore_eos,
-            stop=job.stop or None,
-            skip_special_tokens=True,
-            output_kind=RequestOutputKind.CUMULATIVE,
+            detokenize=False,
+            output_kind=RequestOutputKind.DELTA,
         )
 
     async def _generate(self, job: Job) -> None:
-        """Run one request on vLLM, streaming its text through ``job.emit``; a cancelled job aborts the request."""
-        hold = max((len(stop) - 1 for stop in job.stop), default=0)  # what could still become a stop string
+        """Run one request on vLLM; its new tokens go through a :class:`RowTracker` as the HF engine's rows do
+        (text deltas, stop strings, EOS, limits); a finished or cancelled job aborts the vLLM request."""
+        tracker = RowTracker(
+            [job], self.tokenizer, set() if job.sampling[2] else self.eos_token_ids, self.stream_interval
+        )
         try:
             if job.cancelled:
                 return
             stream = self.engine.generate(self._prompt(job), self._sampling_params(job), uuid.uuid4().hex)
             async with contextlib.aclosing(stream):  # closing the generator aborts the request in vLLM
                 async for output in stream:
-                    if job.cancelled:
+                    for token in output.outputs[0].token_ids:
+                        if not job.done:
+                            tracker._advance(job, token)
+                    if job.done:
                         return
-                    completion = output.outputs[0]
-                    job.tokens = list(completion.token_ids)
-                    text = completion.text.lstrip()
-                    if output.finished:
-                        self._tracker._send(job, text, final=True)
-                        job.finish("length" if completion.finish_reason == "length" else "stop")
+                    if output.finished:  # a stop token of vLLM's own (generation_config) or the length limit
+                        tracker._send(job, tracker._text(job), final=True)
+                        job.finish("length" if output.outputs[0].finish_reason == "length" else "stop")
                         return
-                    if not text.endswith("\ufffd"):
-                        self._tracker._send(job, text[: len(text) - hold])
         except Exception as error:  # a failed request fails alone, never the worker
             logger.exception("generation failed")
             if not job.done:
