@@ -14,6 +14,12 @@ MODEL_NAME = "tiny-vllm"
 MAX_MODEL_LEN = 1024
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _needs_vllm() -> None:
+    """Skip where vLLM is not installed (the main venv ignores this folder; this covers `pytest tests/vllm`)."""
+    pytest.importorskip("vllm")
+
+
 @pytest.fixture(scope="session")
 def vllm_model_dir(tmp_path_factory) -> str:
     from piip_llava.cli import main
