@@ -106,7 +106,7 @@ class VllmEngine(GenerationEngine):
         self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
         self._image_processors = {}
         self._tokenizer_lock = threading.Lock()
-        self._running = 0
+        self._running, self._running_lock = 0, threading.Lock()  # counted in callers' threads and the loop's
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
         self._thread.start()
@@ -143,7 +143,8 @@ class VllmEngine(GenerationEngine):
         return lambda images, return_tensors=None: {"pixel_values": DeferredImages(list(images), aspect_ratio)}
 
     def _submit(self, job: Job) -> None:
-        self._running += 1
+        with self._running_lock:
+            self._running += 1
         asyncio.run_coroutine_threadsafe(self._generate(job), self._loop)
 
     def _prompt(self, job: Job) -> dict:
@@ -199,4 +200,5 @@ class VllmEngine(GenerationEngine):
             if not job.done:
                 job.fail(ApiError(f"generation failed: {type(error).__name__}: {error}", 500, "server_error"))
         finally:
-            self._running -= 1
+            with self._running_lock:
+                self._running -= 1
