@@ -123,6 +123,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
         help="hf: transformers generate with dynamic batching; vllm: vLLM's AsyncLLM (needs the vllm extra)",
     )
     parser.add_argument("--max-model-len", type=int, help="vllm engine: context length (default: the LLM's)")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm engine: GPUs per replica")
     parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
     parser.add_argument(
         "--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: bf16 (fp16 on pre-Ampere) on CUDA, fp32 on CPU"
@@ -154,6 +155,7 @@ def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None)
             media=media,
             stream_interval=args.stream_interval,
             max_num_seqs=args.max_batch_size,
+            tensor_parallel_size=args.tensor_parallel_size,
         )
     return GenerationEngine.from_pretrained(
         args.model_path,
