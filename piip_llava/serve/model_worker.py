@@ -143,30 +143,29 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
 def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None) -> GenerationEngine:
     media = media or MediaPolicy(max_images=args.max_images_per_request, max_image_pixels=args.max_image_pixels)
     model_name = args.model_name or Path(args.model_path).resolve().name
+    common = dict(
+        model_name=model_name,
+        dtype=args.dtype,
+        default_max_new_tokens=args.max_new_tokens,
+        media=media,
+        stream_interval=args.stream_interval,
+    )
     if args.engine == "vllm":
         from .vllm_engine import VllmEngine
 
         return VllmEngine(
             args.model_path,
-            model_name,
-            dtype=args.dtype,
             max_model_len=args.max_model_len,
-            default_max_new_tokens=args.max_new_tokens,
-            media=media,
-            stream_interval=args.stream_interval,
             max_num_seqs=args.max_batch_size,
             tensor_parallel_size=args.tensor_parallel_size,
+            **common,
         )
     return GenerationEngine.from_pretrained(
         args.model_path,
         device=args.device,
-        dtype=args.dtype,
-        model_name=model_name,
         max_batch_size=args.max_batch_size,
         batch_wait=args.batch_wait,
-        stream_interval=args.stream_interval,
-        default_max_new_tokens=args.max_new_tokens,
-        media=media,
+        **common,
     )
 
 
