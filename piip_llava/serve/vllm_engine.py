@@ -67,7 +67,7 @@ class VllmEngine(GenerationEngine):
     Args:
         model_path: directory that ``piip-llava build``/``train``/``convert`` wrote.
         model_name: the name clients ask for.
-        dtype: vLLM's ``dtype`` (``auto``, ``float32``, ``bfloat16``, ...).
+        dtype: vLLM's ``dtype`` (``float32``, ``bfloat16``, ...); ``auto`` is fp32 on CPU, vLLM's choice on GPUs.
         max_model_len: context length (default: the LLM's).
         default_max_new_tokens: used when a request gives no limit (capped by the context).
         media: image limits (:class:`MediaPolicy`); also vLLM's ``limit_mm_per_prompt``.
@@ -110,6 +110,8 @@ class VllmEngine(GenerationEngine):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
         self._thread.start()
+        if dtype == "auto" and not torch.cuda.is_available():
+            dtype = "float32"  # as the HF engine's auto on CPU (vLLM's own auto may pick bf16 there)
         args = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, served_model_name=model_name)
         args.update(limit_mm_per_prompt={"image": self.media.max_images}, **engine_kwargs)
         args.setdefault("enforce_eager", not torch.cuda.is_available())  # CPU: no graph compilation (slow start)
