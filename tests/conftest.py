@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -9,6 +10,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# tests/vllm run in their own venv (.venv-vllm, `make test` creates it): vLLM needs an older transformers.
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm"]
 
 TINY_TOWERS = ["tiny-clip-2branch", "tiny-convnext-clip", "tiny-siglip-clip", "tiny-vit-3branch", "tiny-vit-4branch"]
 

@@ -17,6 +17,7 @@ from transformers.image_utils import PILImageResampling
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
 from piip_llava.model.configuration_piip_llava import PiipLlavaConfig
+from piip_llava.model.conversation import chat_template
 from piip_llava.model.processing_piip_llava import PiipLlavaProcessor
 from piip_llava.model.vision.weights import read_state_dict
 
@@ -77,7 +78,7 @@ def hf_llava_processor(config: PiipLlavaConfig, processor: PiipLlavaProcessor) -
         patch_size=config.vision_config.branches[0].patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLS, dropped again by "default": (S/P)² image tokens, as ours
-        chat_template=processor.chat_template,
+        chat_template=chat_template(config.template, bos=False),  # LlavaProcessor's tokenizer call adds BOS
     )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
 
+from .compat import HAS_SUB_CONFIG_SPECS, build_sub_configs, sub_config_specs
 from .conversation import ALIASES, CONVERSATIONS
 from .vision.configuration_piip import PiipVisionConfig
 
@@ -31,10 +31,10 @@ class PiipLlavaConfig(PreTrainedConfig):
     """
 
     model_type = "piip_llava"
-    sub_configs_defaults = {
-        "vision_config": SubConfigSpec(config_class=PiipVisionConfig),
-        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
-    }
+    if HAS_SUB_CONFIG_SPECS:
+        sub_configs_defaults = sub_config_specs(PiipVisionConfig, text_model_type="llama")
+    else:
+        sub_configs = {"vision_config": PiipVisionConfig, "text_config": AutoConfig}
 
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
@@ -48,6 +48,7 @@ class PiipLlavaConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        build_sub_configs(self, PiipVisionConfig, text_model_type="llama")
         super().__post_init__(**kwargs)
         if self.projector_type not in PROJECTOR_TYPES:
             raise ValueError(f"projector_type={self.projector_type!r} is not one of {PROJECTOR_TYPES}")

@@ -160,11 +160,15 @@ _CONTENT = (
 )
 
 
-def chat_template(name: str) -> str:
-    """The Jinja chat template equivalent to ``get_conversation(name).get_prompt()``.
+def chat_template(name: str, bos: bool = True) -> str:
+    """The Jinja chat template equivalent to ``get_conversation(name).get_prompt()``, after the tokenizer's BOS.
 
     Messages use ``role`` ``system`` (optional, replaces the template's system prompt), ``user`` and
-    ``assistant``; ``add_generation_prompt`` appends the empty assistant turn.
+    ``assistant``; ``add_generation_prompt`` appends the empty assistant turn. The model always saw BOS first
+    (LLaVA's tokenizer adds it), so the template renders ``bos_token`` first, as Llama's templates do: then
+    ``apply_chat_template(tokenize=True)``, vLLM's chat endpoint (which tokenises without special tokens) and
+    ``processor(text=rendered)`` (which skips its own BOS when the text has one) all give the training tokens.
+    ``bos=False`` leaves BOS to the tokenizer (the ``llava-hf`` convention, for ``LlavaProcessor`` exports).
     """
     conv = get_conversation(name)
     user, assistant = (_jinja_string(role) for role in conv.roles)
@@ -220,4 +224,4 @@ def chat_template(name: str) -> str:
             "{{- ns.text[" + str(len(conv.sep)) + ":] if " + sep + " and ns.text.startswith(" + sep + ") "
             "else ns.text -}}"
         )
-    return head + body
+    return head + ("{{- bos_token -}}" if bos else "") + body

@@ -12,8 +12,8 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
-from transformers.modeling_utils import slice_logits_to_keep
 
+from .compat import CACHE_KEY, slice_logits_to_keep
 from .configuration_piip_llava import PiipLlavaConfig
 from .projector import build_projector
 from .vision.interaction import reset_interaction_parameters
@@ -106,11 +106,13 @@ class PiipLlavaModel(PiipLlavaPreTrainedModel):
             size = self.config.vision_config.image_size
             dummy = self.get_image_features(inputs_embeds.new_zeros(1, 3, size, size)).pooler_output
             inputs_embeds = inputs_embeds + dummy.sum().to(inputs_embeds.dtype) * 0.0
+        if cache is None:  # transformers < 5.20 passes it as past_key_values (see compat.py)
+            cache = kwargs.pop(CACHE_KEY, None)
         return self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
             inputs_embeds=inputs_embeds,
+            **{CACHE_KEY: cache},
             **kwargs,
         )
 
@@ -158,6 +160,8 @@ class PiipLlavaForConditionalGeneration(PiipLlavaPreTrainedModel, GenerationMixi
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """``labels`` use -100 for positions without loss (image tokens, prompts, padding); shifted inside."""
+        if cache is None:  # transformers < 5.20 passes it as past_key_values (see compat.py)
+            cache = kwargs.pop(CACHE_KEY, None)
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -183,7 +187,7 @@ class PiipLlavaForConditionalGeneration(PiipLlavaPreTrainedModel, GenerationMixi
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            cache=outputs.cache,
+            **{CACHE_KEY: getattr(outputs, CACHE_KEY)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

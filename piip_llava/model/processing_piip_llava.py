@@ -116,8 +116,13 @@ class PiipLlavaProcessor(ProcessorMixin):
         texts = [text] if isinstance(text, str) else list(text)
         markers = sum(t.count(IMAGE_TOKEN) for t in texts)
         image_list = [] if images is None else [images] if isinstance(images, Image.Image) else list(images)
+        # apply_chat_template(tokenize=True) passes the images of each conversation as a list
+        image_list = [image for item in image_list for image in (item if isinstance(item, list) else [item])]
         if markers != len(image_list):
             raise ValueError(f"{markers} <image> markers in the text but {len(image_list)} images")
+        bos = self.tokenizer.bos_token
+        if bos and all(t.startswith(bos) for t in texts):  # a rendered chat template already holds BOS
+            kwargs.setdefault("add_special_tokens", False)
         encoding = self.tokenizer(
             [self.expand_image_tokens(t) for t in texts], return_tensors=return_tensors, padding=padding, **kwargs
         )

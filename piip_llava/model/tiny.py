@@ -93,13 +93,21 @@ def build_tiny_model(
     seed: int = 0,
     projector_type: str = "piip",
     text_overrides: dict | None = None,
+    head_dim: int | None = None,
 ) -> tuple[PiipLlavaForConditionalGeneration, PiipLlavaProcessor]:
     """A random tiny PIIP-LLaVA and its processor (tokenizer trained here); ``text_overrides`` changes fields of
-    the LLM's tiny config (e.g. ``hidden_size``)."""
+    the LLM's tiny config (e.g. ``hidden_size``). ``head_dim`` sets the attention head size by the head count
+    (``hidden_size / head_dim`` heads, half as many KV heads): the tiny default is 16, and vLLM's CPU attention
+    needs at least 32."""
     if llm not in TINY_TEXT_CONFIGS:
         raise ValueError(f"unknown tiny LLM {llm!r}; valid: {', '.join(TINY_TEXT_CONFIGS)}")
     tokenizer = train_tokenizer()
     text_kwargs = {**TINY_TEXT_CONFIGS[llm], **(text_overrides or {})}
+    if head_dim is not None:
+        heads, remainder = divmod(text_kwargs["hidden_size"], head_dim)
+        if remainder or not heads:
+            raise ValueError(f"head_dim={head_dim} must divide the tiny LLM's hidden_size {text_kwargs['hidden_size']}")
+        text_kwargs.update(num_attention_heads=heads, num_key_value_heads=max(1, heads // 2))
     text_config = AutoConfig.for_model(
         text_kwargs.pop("model_type"),
         vocab_size=len(tokenizer),

@@ -116,6 +116,14 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
     if model_path:
         parser.add_argument("--model-path", required=True, help="local PIIP-LLaVA directory")
     parser.add_argument("--model-name", help="name clients use (default: the directory's name)")
+    parser.add_argument(
+        "--engine",
+        default="hf",
+        choices=["hf", "vllm"],
+        help="hf: transformers generate with dynamic batching; vllm: vLLM's AsyncLLM (needs the vllm extra)",
+    )
+    parser.add_argument("--max-model-len", type=int, help="vllm engine: context length (default: the LLM's)")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm engine: GPUs per replica")
     parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
     parser.add_argument(
         "--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: bf16 (fp16 on pre-Ampere) on CUDA, fp32 on CPU"
@@ -146,17 +154,31 @@ def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None)
         max_image_pixels=args.max_image_pixels,
         max_aspect_ratio=args.max_image_aspect_ratio,
     )
+    model_name = args.model_name or Path(args.model_path).resolve().name
+    common = dict(
+        model_name=model_name,
+        dtype=args.dtype,
+        default_max_new_tokens=args.max_new_tokens,
+        media=media,
+        stream_interval=args.stream_interval,
+        max_prompt_chars=args.max_prompt_chars,
+    )
+    if args.engine == "vllm":
+        from .vllm_engine import VllmEngine
+
+        return VllmEngine(
+            args.model_path,
+            max_model_len=args.max_model_len,
+            max_num_seqs=args.max_batch_size,
+            tensor_parallel_size=args.tensor_parallel_size,
+            **common,
+        )
     return GenerationEngine.from_pretrained(
         args.model_path,
         device=args.device,
-        dtype=args.dtype,
-        model_name=args.model_name or Path(args.model_path).resolve().name,
         max_batch_size=args.max_batch_size,
         batch_wait=args.batch_wait,
-        stream_interval=args.stream_interval,
-        default_max_new_tokens=args.max_new_tokens,
-        media=media,
-        max_prompt_chars=args.max_prompt_chars,
+        **common,
     )
 
 

@@ -49,7 +49,7 @@ class PromptEncoder:
             hidden.append({**message, "content": content})
         rendered = self.tokenizer.apply_chat_template(hidden, tokenize=False, add_generation_prompt=True)
         placeholder = re.compile(f"\ue000{nonce}:(\\d+)\ue001")
-        ids = list(self._prefix)
+        ids = []
         for index, piece in enumerate(self._special.split(rendered)):
             if index % 2 == 1:  # a special token written by the template
                 count = self.processor.image_seq_length if piece == IMAGE_TOKEN else 1
@@ -57,4 +57,7 @@ class PromptEncoder:
             elif piece:
                 text = placeholder.sub(lambda match: texts[int(match.group(1))], piece)
                 ids += self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        return ids + self._suffix
+        # The template renders BOS itself (model/conversation.py); a template that does not gets what
+        # add_special_tokens would add.
+        prefix = [] if ids[: len(self._prefix)] == self._prefix else self._prefix
+        return prefix + ids + self._suffix

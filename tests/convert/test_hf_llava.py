@@ -20,11 +20,12 @@ def test_llava15_to_ours_to_hf_llava_keeps_logits_and_greedy_output(llava15, lla
     hf = LlavaForConditionalGeneration.from_pretrained(tmp_path).eval()
     processor, hf_processor = AutoProcessor.from_pretrained(llava15_converted), AutoProcessor.from_pretrained(tmp_path)
     prompt = processor.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
-    assert hf_processor.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False) == prompt
+    hf_prompt = hf_processor.apply_chat_template(PROMPT, add_generation_prompt=True, tokenize=False)
+    assert prompt == processor.tokenizer.bos_token + hf_prompt  # llava-hf templates leave BOS to the tokenizer
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 72, 3), dtype=np.uint8))
     inputs, hf_inputs = (
         processor(text=prompt, images=image),
-        hf_processor(text=prompt, images=image, return_tensors="pt"),
+        hf_processor(text=hf_prompt, images=image, return_tensors="pt"),
     )
     assert torch.equal(hf_inputs["input_ids"], inputs["input_ids"])  # same tokenizer, 16 image tokens each
     torch.testing.assert_close(hf_inputs["pixel_values"], inputs["pixel_values"], rtol=0, atol=1e-6)  # pad, resize

@@ -47,6 +47,24 @@ def test_processor_expands_image_tokens(tiny_llava):
     assert processor.tokenizer.convert_ids_to_tokens(processor.image_token_id) == "<image>"
 
 
+def test_chat_template_renders_bos_once_on_every_path(tiny_llava):
+    """The template renders BOS (as vLLM's chat endpoint, which adds no special tokens, needs); the tokens equal
+    LLaVA's (the conversation's prompt + the tokenizer's BOS) through apply_chat_template and the processor."""
+    from piip_llava.model.generation import chat_prompt
+
+    _, processor = tiny_llava
+    image_part = {"type": "image", "image": solid_image()}
+    messages = [{"role": "user", "content": [image_part, {"type": "text", "text": "Color?"}]}]
+    rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert rendered == processor.tokenizer.bos_token + chat_prompt("Color?", image_count=1)
+    expected = processor(text=chat_prompt("Color?", image_count=1), images=solid_image())["input_ids"]
+    bos_id = processor.tokenizer.bos_token_id
+    assert expected[0, 0] == bos_id and int((expected[0] == bos_id).sum()) == 1
+    assert torch.equal(processor(text=rendered, images=solid_image())["input_ids"], expected)
+    tokenized = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert tokenized["input_ids"].tolist() == expected.tolist()
+
+
 def test_processor_errors(tiny_llava):
     _, processor = tiny_llava
     with pytest.raises(ValueError, match="2 <image> markers in the text but 1 images"):

@@ -12,9 +12,10 @@ def processor(tiny_llava):
 
 
 def _reference(processor, messages) -> list[int]:
-    """What the engine did before: render, expand ``<image>``, tokenise the whole string."""
+    """What the engine did before: render, expand ``<image>``, tokenise the whole string (the template renders BOS)."""
     prompt = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return processor.tokenizer(processor.expand_image_tokens(prompt))["input_ids"]
+    assert prompt.startswith(processor.tokenizer.bos_token)
+    return processor.tokenizer(processor.expand_image_tokens(prompt), add_special_tokens=False)["input_ids"]
 
 
 ORDINARY = {
@@ -65,3 +66,22 @@ def test_image_marker_split_across_parts_stays_text(processor):
     with_image = [{"role": "user", "content": [{"type": "image"}, *messages[0]["content"]]}]
     ids = PromptEncoder(processor).encode(with_image)
     assert ids.count(processor.image_token_id) == processor.image_seq_length  # exactly one image's worth
+
+
+def test_bos_once_whether_or_not_the_template_renders_it(processor):
+    """Our template renders BOS; a llava-hf style template (``bos=False``) leaves it to the tokenizer. Either way
+    the prompt starts with exactly one BOS, as ``tokenizer(rendered)`` gives for the BOS-free template."""
+    import copy
+
+    from piip_llava.model.conversation import chat_template
+
+    messages = ORDINARY["system and turns"]
+    bos = processor.tokenizer.bos_token_id
+    with_bos = PromptEncoder(processor).encode(messages)
+    plain = copy.deepcopy(processor)
+    assert processor.tokenizer.chat_template == chat_template("vicuna_v1")  # the tiny model's template
+    plain.tokenizer.chat_template = chat_template("vicuna_v1", bos=False)
+    rendered = plain.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    without_bos = PromptEncoder(plain).encode(messages)
+    assert without_bos == plain.tokenizer(plain.expand_image_tokens(rendered))["input_ids"]
+    assert with_bos[:2] == [bos, with_bos[1]] and with_bos[1] != bos and without_bos == with_bos
