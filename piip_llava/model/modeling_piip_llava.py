@@ -16,7 +16,6 @@ from transformers.modeling_utils import slice_logits_to_keep
 
 from .configuration_piip_llava import PiipLlavaConfig
 from .projector import build_projector
-from .vision.interaction import reset_interaction_parameters
 from .vision.modeling_piip import PiipVisionModel
 
 
@@ -28,12 +27,6 @@ class PiipLlavaPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
-
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        # Children are initialised first: re-apply PIIP's interaction init (zero gates, deformable offsets) last.
-        if isinstance(module, PiipVisionModel):
-            reset_interaction_parameters(module.interactions)
 
 
 class PiipLlavaModel(PiipLlavaPreTrainedModel):

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import CLIPVisionConfig, ConvNextConfig, PreTrainedConfig, SiglipVisionConfig, ViTConfig
+from transformers import PreTrainedConfig
 
-BACKBONE_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
-    "clip": CLIPVisionConfig,
-    "siglip": SiglipVisionConfig,
-    "vit": ViTConfig,
-    "convnext": ConvNextConfig,
+# Backbone configs by the name used in ``BranchConfig.backbone_type``. Imported on first use: this module is
+# imported while ``transformers`` registers our config with ``AutoConfig`` (piip_llava/registration.py), when the
+# backbones' configuration modules cannot be imported yet.
+BACKBONE_CONFIG_CLASSES: dict[str, str] = {
+    "clip": "CLIPVisionConfig",
+    "siglip": "SiglipVisionConfig",
+    "vit": "ViTConfig",
+    "convnext": "ConvNextConfig",
 }
+
+
+def backbone_config_class(backbone_type: str) -> type[PreTrainedConfig]:
+    """The ``transformers`` config class of a backbone type (``clip`` → ``CLIPVisionConfig``)."""
+    return getattr(importlib.import_module("transformers"), BACKBONE_CONFIG_CLASSES[backbone_type])
 
 
 @dataclass
@@ -77,7 +86,7 @@ class BranchConfig:
 
     def hf_config(self) -> PreTrainedConfig:
         """A fresh ``transformers`` config of the backbone (attention defaults to ``sdpa``)."""
-        config = BACKBONE_CONFIG_CLASSES[self.backbone_type](**self.backbone)
+        config = backbone_config_class(self.backbone_type)(**self.backbone)
         if self.backbone_type != "convnext":
             config._attn_implementation = "sdpa"
         return config
