@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 
-from ..model.loading import DTYPE_CHOICES
+from ..model.loading import add_loading_arguments, loading_options
 from .engine import GenerationEngine
 from .http import install_error_handlers, json_lines, parse_body, serve_app
 from .media import MediaPolicy
@@ -116,10 +116,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
     if model_path:
         parser.add_argument("--model-path", required=True, help="local PIIP-LLaVA directory")
     parser.add_argument("--model-name", help="name clients use (default: the directory's name)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
-    parser.add_argument(
-        "--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: bf16 (fp16 on pre-Ampere) on CUDA, fp32 on CPU"
-    )
+    add_loading_arguments(parser)  # --device, --dtype, --model-base, --load-8bit / --load-4bit
     parser.add_argument("--max-batch-size", type=int, default=8, help="requests generated together")
     parser.add_argument(
         "--batch-wait", type=float, default=0.02, help="quiet seconds that close a batch (default 0.02)"
@@ -136,8 +133,7 @@ def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None)
     media = media or MediaPolicy(max_images=args.max_images_per_request, max_image_pixels=args.max_image_pixels)
     return GenerationEngine.from_pretrained(
         args.model_path,
-        device=args.device,
-        dtype=args.dtype,
+        **loading_options(args),
         model_name=args.model_name or Path(args.model_path).resolve().name,
         max_batch_size=args.max_batch_size,
         batch_wait=args.batch_wait,
