@@ -15,6 +15,7 @@ The sampling math (locations, corner weights, the weighted sum) runs in fp32 wha
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 from collections.abc import Iterable
 
@@ -124,7 +125,9 @@ def gathered_for_init(parameters: Iterable[nn.Parameter]):
     a no-op otherwise. Needed by inits that run inside ``deepspeed.zero.Init``."""
     parameters = list(parameters)
     if any(hasattr(p, "ds_id") for p in parameters):
-        import deepspeed
+        # Imported by name: ``transformers``' remote-code check (piip_llava/convert/remote_code.py) requires every
+        # module an ``import`` statement names, and deepspeed is optional.
+        deepspeed = importlib.import_module("deepspeed")
 
         return deepspeed.zero.GatheredParameters(parameters, modifier_rank=0)
     return contextlib.nullcontext()
