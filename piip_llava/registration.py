@@ -7,7 +7,7 @@ each ``transformers.models.auto.*`` module registers our classes right after it 
 imported before us). The registrations run only when no Auto module and no module of ours is half-way through its
 import: importing ``AutoModel`` imports ``configuration_auto`` on the way, and importing our modelling code imports
 ``AutoModel``; registering imports our classes, which must not find either half-initialised.
-See docs/design.md, "Registration with the Auto classes", for the measured import times.
+See docs/design.md#lazy-registration-with-the-auto-classes and docs/benchmarks.md for the measured import times.
 
 This module imports nothing heavy at import time.
 """

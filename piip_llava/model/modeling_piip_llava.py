@@ -169,7 +169,7 @@ class PiipLlavaForConditionalGeneration(PiipLlavaPreTrainedModel, GenerationMixi
                 labels = labels.masked_fill(input_ids == self.config.image_token_id, -100)
             # ``kwargs`` carries the Trainer's ``num_items_in_batch`` (the target-token count of the whole global
             # batch): the loss is then a sum divided by it, so it is the mean token cross-entropy of the global batch
-            # for any split into processes x accumulation steps (see docs/design.md, "Loss normalisation").
+            # for any split into processes x accumulation steps (docs/design.md#loss-normalisation).
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )

@@ -1,6 +1,6 @@
 """A model worker: loads one model directory, registers with the controller, heart-beats, and streams generations
-of concurrent requests batched together by :class:`~piip_llava.serve.engine.GenerationEngine` (spec
-llava-ecosystem.md §3.3, with incremental JSON-lines deltas instead of LLaVA's NUL-separated cumulative text).
+of concurrent requests batched together by :class:`~piip_llava.serve.engine.GenerationEngine` (docs/design.md#serving;
+LLaVA's worker protocol, with incremental JSON-lines deltas instead of LLaVA's NUL-separated cumulative text).
 
     python -m piip_llava.serve.model_worker --model-path DIR --controller-address http://127.0.0.1:21001 --port 21002
 """

@@ -1,4 +1,4 @@
-"""Single-level deformable cross-attention (spec ``piip.md`` §2.5), in plain PyTorch.
+"""Single-level deformable cross-attention (docs/design.md#deformable-cross-attention), in plain PyTorch.
 
 Two exact formulations of the sampling, chosen per call:
 
@@ -177,7 +177,8 @@ class DeformableCrossAttention(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Deformable-DETR init: zero offset weights with a radial bias pattern, uniform attention (§2.5)."""
+        """Deformable-DETR init: zero offset weights with a radial bias pattern, uniform attention
+        (docs/design.md#initialisation)."""
         with gathered_for_init(self.parameters()):
             init.zeros_(self.sampling_offsets.weight)
             angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)

@@ -1,4 +1,4 @@
-"""The Parameter-Inverted Image Pyramid vision tower (spec ``piip.md`` §2.1–§2.6, §3.3).
+"""The Parameter-Inverted Image Pyramid vision tower (docs/design.md#architecture).
 
 Branch 1 is the largest model at the lowest resolution. The input is the highest-resolution image; the
 other branches get a bilinear scale-factor resize of it (fp32). Blocks run group by group; after every group
@@ -36,7 +36,7 @@ class PiipVisionPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        # Interaction modules get PIIP's init (docs/design.md, "Initialisation"), everything else the generic one.
+        # Interaction modules get PIIP's init (docs/design.md#initialisation), everything else the generic one.
         # ``transformers`` calls this only on modules that hold parameters of their own, children before parents:
         # an ``InteractionUpdate`` comes after its deformable attention's layers, so it re-initialises that
         # attention last. Weights loaded by ``from_pretrained`` are flagged and left alone.
@@ -85,7 +85,7 @@ class PiipVisionModel(PiipVisionPreTrainedModel):
         self.post_init()
 
     def build_pyramid(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """One image per branch: bilinear resize by scale factor ``S_j / S_last`` in fp32 (§2.1).
+        """One image per branch: bilinear resize by scale factor ``S_j / S_last`` in fp32 (docs/design.md#the-pyramid).
 
         Like the official PIIP code, any ``(B, 3, H, W)`` input works, square or not: each branch sees the image
         scaled by its factor and its token grid is ``(h // patch, w // patch)`` (positions interpolated to it).
