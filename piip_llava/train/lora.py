@@ -8,12 +8,28 @@ from pathlib import Path
 import torch
 from transformers import AutoProcessor
 
-# PEFT matches modules_to_save by name suffix; these names occur once in the model.
-PART_MODULE_NAMES = {
-    "projector": "multi_modal_projector",
-    "vision_branches": "branches",
-    "interactions": "interactions",
-}
+from piip_llava.train.stages import part_modules
+
+
+def modules_to_save(model, parts: list[str]) -> list[str]:
+    """Full module names of the non-LLM ``parts``, for PEFT's ``modules_to_save``.
+
+    PEFT matches these names by suffix and cannot wrap a ``ModuleList`` (the tower's ``branches`` and
+    ``interactions``), so a list is named by its items (recursively); full paths keep ``branches`` of the tower
+    apart from ``branches`` of the projector.
+    """
+    names = {id(module): name for name, module in model.named_modules()}
+    containers = (torch.nn.ModuleList, torch.nn.ModuleDict)
+
+    def leaves(module):
+        return (
+            [leaf for child in module.children() for leaf in leaves(child)]
+            if isinstance(module, containers)
+            else [module]
+        )
+
+    handles = part_modules(model)
+    return [names[id(leaf)] for part in parts if part != "llm" for module in handles[part] for leaf in leaves(module)]
 
 
 def wrap_lora(model, parts: list[str], r: int, alpha: int, dropout: float):
@@ -32,7 +48,7 @@ def wrap_lora(model, parts: list[str], r: int, alpha: int, dropout: float):
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=rf"model\.language_model\..*\.({'|'.join(linear_names)})",
-        modules_to_save=[PART_MODULE_NAMES[part] for part in parts if part != "llm"],
+        modules_to_save=modules_to_save(model, parts) or None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoProcessor, HfArgumentParser
+from transformers import AutoProcessor, HfArgumentParser, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 import piip_llava.model  # noqa: F401  (registers the Auto classes)
@@ -124,6 +124,8 @@ def train(argv: list[str] | None = None) -> int:
         import deepspeed
 
         deepspeed.init_distributed()
+    # Seed before the model is built, as HF's example scripts do: LoRA's adapter init draws from the global RNG.
+    set_seed(training_args.seed)
     model = load_model(model_args, training_args)
     processor = AutoProcessor.from_pretrained(model_args.model_name_or_path)
     dataset = build_dataset(model.config, processor, data_args)
