@@ -16,7 +16,7 @@ VLLM_PY := $(VLLM_VENV)/bin/python
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) $(TORCH) $(TRANSFORMERS) -e ".[dev,train,eval,serve]"
-	# lmms-eval pulls timm and a CUDA-only torchvision that break imports on a CPU torch (spec: environment.md).
+	# lmms-eval pulls timm and a CUDA-only torchvision that break imports on a CPU torch.
 	$(PY) -m pip uninstall -y -q torchvision timm
 	# LLaVA's own eval scripts are the tests' oracle; --no-deps: its pins (torch 2.1, transformers 4.37) must not apply.
 	$(PIP) --no-deps llava-torch==1.2.2.post1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage 2: instruction tuning (spec piip.md §3.6): everything trains (LLM, projector, both branches and the
+# Stage 2: instruction tuning (docs/design.md#training): everything trains (LLM, projector, both branches and the
 # interactions, still at their zero-gate init after stage 1), lr 2e-5, global batch 128, ZeRO-3, pad images,
 # `vicuna_v1`, modality-length grouping, 1 epoch, cosine, 3% warm-up, bf16. The global batch stays 128 whatever
 # the GPU count. Starts from the stage-1 output (a full model directory).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage 1: projector alignment (spec piip.md §3.6): projector only, lr 1e-3, global batch 256, ZeRO-2, square
+# Stage 1: projector alignment (docs/design.md#training): projector only, lr 1e-3, global batch 256, ZeRO-2, square
 # images, `plain` template, 1 epoch, cosine, 3% warm-up (`--warmup_steps 0.03`: a ratio in transformers 5), no weight decay, bf16. Override with environment
 # variables; the global batch stays 256 whatever the GPU count (gradient accumulation is derived).
 set -euo pipefail

@@ -60,3 +60,22 @@ def write_llava_data(folder, bad: bool = False, count: int = 12, suffix: str = "
     from piip_llava.data.synthetic import write_color_dataset
 
     return write_color_dataset(folder, count=count, bad=bad, suffix=suffix)
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory):
+    """``(base_dir, lora_dir)``: a tiny model and one short ``piip-llava train --lora_enable`` run on it (LoRA on the
+    LLM, the projector trained in full), shared by the LoRA, loading and serving tests."""
+    from piip_llava.model.tiny import save_tiny_model
+    from piip_llava.train.train import train
+
+    root = tmp_path_factory.mktemp("lora")
+    save_tiny_model(root / "base")
+    data = write_llava_data(root / "data")
+    code = train(["--model_name_or_path", str(root / "base"), "--data_path", str(data), "--image_folder",
+                  str(data.parent / "images"), "--tunable_parts", "projector,llm", "--lora_enable", "--lora_r", "8",
+                  "--lora_alpha", "16", "--learning_rate", "5e-3", "--projector_lr", "1e-3", "--max_steps", "4",
+                  "--per_device_train_batch_size", "4", "--output_dir", str(root / "lora"), "--report_to", "none",
+                  "--use_cpu", "--save_strategy", "no"])  # fmt: skip
+    assert code == 0 and (root / "lora" / "adapter_model.safetensors").exists()
+    return root / "base", root / "lora"

@@ -1,4 +1,5 @@
-"""``piip-llava convert --from {piip-official,llava} SRC DST`` and ``piip-llava convert --to hf-llava SRC DST``."""
+"""``piip-llava convert --from {piip-official,llava} SRC DST`` and ``piip-llava convert --to {hf-llava,remote-code}
+SRC DST``."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     direction.add_argument(
         "--to",
         dest="target_format",
-        choices=["hf-llava"],
-        help="export our single-branch baseline to transformers' LlavaForConditionalGeneration",
+        choices=["hf-llava", "remote-code"],
+        help="hf-llava: export our single-branch baseline to transformers' LlavaForConditionalGeneration; "
+        "remote-code: a copy that loads with transformers alone (trust_remote_code=True)",
     )
     parser.add_argument("src", help="source checkpoint directory or weights file")
     parser.add_argument("dst", help="output directory")
@@ -83,6 +85,7 @@ def _check_flags(args: argparse.Namespace) -> None:
                           "template"},
         "llava": {"vision_tower", "template"},
         "hf-llava": set(),
+        "remote-code": set(),
     }[args.source_format or args.target_format]  # fmt: skip
     given = {"config", "official_config", "branch_config", "tower_only", "projector_only", "projector", "vision_tower"}
     given = {name for name in given if getattr(args, name)}
@@ -99,10 +102,13 @@ def run(args: argparse.Namespace) -> int:
     from .hf_llava import export_hf_llava
     from .llava import convert_llava
     from .official_piip import convert_official_projector, convert_official_tower, convert_piip_official
+    from .remote_code import export_remote_code
 
     _check_flags(args)
     if args.target_format == "hf-llava":
         export_hf_llava(args.src, args.dst)
+    elif args.target_format == "remote-code":
+        export_remote_code(args.src, args.dst)
     elif args.source_format == "llava":
         convert_llava(args.src, args.dst, args.vision_tower, args.template)
     elif args.tower_only:

@@ -16,7 +16,7 @@ from huggingface_hub import save_torch_state_dict
 from safetensors.torch import save_file
 from torch import nn
 
-from piip_llava.model.vision.configuration_piip import BACKBONE_CONFIG_CLASSES, BranchConfig
+from piip_llava.model.vision.configuration_piip import BranchConfig, backbone_config_class
 from piip_llava.model.vision.weights import HF_MODEL_TYPES, hf_to_branch_keys, read_state_dict
 
 logger = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def hf_backbone_config(backbone_type: str, source: str | Path | Mapping, name: s
     if model_type is not None and model_type not in HF_MODEL_TYPES[backbone_type]:
         raise ValueError(f"{name}: model_type {model_type!r} is not a {backbone_type} config")
     fields = ARCHITECTURE_FIELDS[backbone_type]
-    config = BACKBONE_CONFIG_CLASSES[backbone_type](**{k: v for k, v in values.items() if k in fields})
+    config = backbone_config_class(backbone_type)(**{k: v for k, v in values.items() if k in fields})
     return {field: getattr(config, field) for field in fields}
 
 

@@ -1,4 +1,4 @@
-"""Our single-branch baseline → ``transformers``' ``LlavaForConditionalGeneration`` (spec ``llava-ecosystem.md`` §5).
+"""Our single-branch baseline → ``transformers``' ``LlavaForConditionalGeneration`` (docs/design.md#checkpoint-formats).
 
 The baseline is LLaVA-1.5's math: one CLIP branch run up to ``feature_layer`` with its CLS token, CLS dropped, an
 ``mlp2x_gelu`` projector. In Llava terms: ``vision_feature_layer = feature_layer``, strategy ``default``. Our

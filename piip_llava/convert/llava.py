@@ -1,4 +1,4 @@
-"""Checkpoints in the original LLaVA layout → ours (spec ``llava-ecosystem.md`` §1.4–§1.5, §5).
+"""Checkpoints in the original LLaVA layout → ours (docs/design.md#checkpoint-formats).
 
 A LLaVA checkpoint directory holds ``config.json`` (a ``LlamaConfig`` plus LLaVA's ``mm_*`` fields), the tokenizer
 and the weights: the LLM under ``model.*`` / ``lm_head.weight``, the projector under ``model.mm_projector.*``, the

@@ -1,4 +1,4 @@
-"""Official PIIP-LLaVA checkpoints (OpenGVLab/PIIP ``llava/``) → ours (spec ``official-checkpoint-layout.md``).
+"""Official PIIP-LLaVA checkpoints (OpenGVLab/PIIP ``llava/``) → ours (docs/design.md#checkpoint-formats).
 
 Three inputs:
 

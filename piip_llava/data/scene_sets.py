@@ -5,7 +5,7 @@
   with the "Reference OCR token" line, OCR reading, counting, multiple choice, yes/no, multi-turn, descriptions and
   some text-only conversations.
 - Evaluation, laid out as LLaVA's ``playground/data/eval`` so ``eval/*.sh`` run on it unchanged
-  (spec ``llava-ecosystem.md`` §2): TextVQA (question JSONL + official annotation JSON with 10 answers and OCR
+  (docs/evaluation.md): TextVQA (question JSONL + official annotation JSON with 10 answers and OCR
   tokens), a small-text TextVQA set without the OCR line (reading only), MMBench (TSV with base64 images and the
   circular copies, index + k·1,000,000), POPE (question JSONL + ``coco_pope_{random,adversarial}.json``).
 

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from piip_llava.model.loading import add_loading_arguments
+
 from .benchmarks import BENCHMARKS
 
 logger = logging.getLogger(__name__)
@@ -28,9 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--num-chunks", type=int, default=1)
     run.add_argument("--chunk-idx", type=int, default=0)
     run.add_argument("--single-round", action="store_true", help="MMBench: one round instead of all circular rounds")
-    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                     help="auto: bf16 on CUDA (fp16 before Ampere), fp32 on CPU")  # fmt: skip
-    run.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
+    add_loading_arguments(run)  # --device, --dtype, --model-base, --load-8bit / --load-4bit
     score = actions.add_parser("score", help="score an answers JSONL (ours or LLaVA's) and print JSON")
     score.add_argument("--benchmark", required=True, choices=list(BENCHMARKS))
     score.add_argument("--predictions", required=True)
@@ -107,7 +107,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
-    from piip_llava.model.loading import apply_config_preprocessing, load_for_inference
+    from piip_llava.model.loading import apply_config_preprocessing, load_for_inference, loading_options
 
     from .benchmarks import get_benchmark
     from .runner import chunk, run_questions
@@ -118,7 +118,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     else:
         questions = benchmark.load(args.question_file, args.image_folder)
     questions = chunk(questions, args.num_chunks, args.chunk_idx)
-    model, processor = load_for_inference(args.model_path, device=args.device, dtype=args.dtype)
+    model, processor = load_for_inference(args.model_path, **loading_options(args))
     apply_config_preprocessing(processor, model.config, args.image_aspect_ratio)
     template = args.template or model.config.template
     max_new_tokens = args.max_new_tokens or benchmark.max_new_tokens

@@ -36,7 +36,8 @@ class PiipLlava(lmms):
     is_simple = True
 
     def __init__(self, pretrained: str, batch_size: int | str = 8, template: str | None = None, device: str = "auto",
-                 dtype: str = "auto", image_aspect_ratio: str | None = None, **kwargs) -> None:  # fmt: skip
+                 dtype: str = "auto", image_aspect_ratio: str | None = None, model_base: str | None = None,
+                 load_8bit: bool = False, load_4bit: bool = False, **kwargs) -> None:  # fmt: skip
         super().__init__()
         from accelerate import Accelerator
 
@@ -49,7 +50,9 @@ class PiipLlava(lmms):
         accelerator = Accelerator()
         if accelerator.num_processes > 1:
             device = str(accelerator.device)  # one replica per process: cuda:LOCAL_RANK, or cpu
-        self.model, self.processor = load_for_inference(pretrained, device=device, dtype=dtype)
+        self.model, self.processor = load_for_inference(
+            pretrained, device=device, dtype=dtype, model_base=model_base, load_8bit=load_8bit, load_4bit=load_4bit
+        )
         apply_config_preprocessing(self.processor, self.model.config, image_aspect_ratio)
         self.template = template or self.model.config.template
         self.batch_size_per_gpu = int(batch_size)

@@ -1,5 +1,5 @@
 """EvalAI answer normalisation and the VQA soft accuracy, identical to the official evaluators
-(``llava/eval/m4c_evaluator.py``, MMF, lmms-eval's ``vqa_eval_metric.py``; spec ``llava-ecosystem.md`` §2.2).
+(``llava/eval/m4c_evaluator.py``, MMF, lmms-eval's ``vqa_eval_metric.py``).
 
 Quirks kept on purpose so scores match to the last digit: the period rule's "lookbehind" is written as a negative
 lookahead for the literal ``<=`` (so it never blocks), and ``re.UNICODE`` is passed where ``re.sub`` expects its

@@ -1,32 +1,27 @@
-"""PIIP-LLaVA models. Importing this package registers them with the ``transformers`` Auto classes, so
-``AutoConfig`` / ``AutoModelForImageTextToText`` / ``AutoProcessor.from_pretrained(local_dir)`` load saved models."""
+"""PIIP-LLaVA models, loaded on first use; ``import piip_llava`` has registered them with the Auto classes."""
 
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-)
+from __future__ import annotations
 
-from .configuration_piip_llava import PiipLlavaConfig
-from .modeling_piip_llava import PiipLlavaForConditionalGeneration, PiipLlavaModel
-from .processing_piip_llava import PiipLlavaImageProcessor, PiipLlavaProcessor
-from .vision import PiipVisionConfig, PiipVisionModel
+import importlib
 
-AutoConfig.register(PiipVisionConfig.model_type, PiipVisionConfig, exist_ok=True)
-AutoConfig.register(PiipLlavaConfig.model_type, PiipLlavaConfig, exist_ok=True)
-AutoModel.register(PiipLlavaConfig, PiipLlavaModel, exist_ok=True)
-AutoModelForImageTextToText.register(PiipLlavaConfig, PiipLlavaForConditionalGeneration, exist_ok=True)
-AutoImageProcessor.register(PiipLlavaConfig, slow_image_processor_class=PiipLlavaImageProcessor, exist_ok=True)
-AutoProcessor.register(PiipLlavaConfig, PiipLlavaProcessor, exist_ok=True)
+_EXPORTS = {
+    "PiipLlavaConfig": ".configuration_piip_llava",
+    "PiipLlavaForConditionalGeneration": ".modeling_piip_llava",
+    "PiipLlavaModel": ".modeling_piip_llava",
+    "PiipLlavaImageProcessor": ".processing_piip_llava",
+    "PiipLlavaProcessor": ".processing_piip_llava",
+    "PiipVisionConfig": ".vision.configuration_piip",
+    "PiipVisionModel": ".vision.modeling_piip",
+}
 
-__all__ = [
-    "PiipLlavaConfig",
-    "PiipLlavaForConditionalGeneration",
-    "PiipLlavaImageProcessor",
-    "PiipLlavaModel",
-    "PiipLlavaProcessor",
-    "PiipVisionConfig",
-    "PiipVisionModel",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,4 +1,4 @@
-"""Configuration of PIIP-LLaVA (spec ``piip.md`` §3.4–3.5, ``llava-ecosystem.md`` §5)."""
+"""Configuration of PIIP-LLaVA (docs/design.md#configuration-presets-loading)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ class PiipLlavaConfig(PreTrainedConfig):
     Args:
         vision_config: :class:`PiipVisionConfig` (dict or object); defaults to the ``clip-bl_512-256`` tower.
         text_config: the LLM's config (dict with ``model_type``, or object); defaults to Llama.
-        projector_type: ``piip`` (per-branch Linear→GroupNorm→GELU→Linear, upsampled and summed, §3.4),
-            ``mlp2x_gelu`` (LLaVA-1.5) or ``linear``; the last two take one branch.
+        projector_type: ``piip`` (per-branch Linear→GroupNorm→GELU→Linear, upsampled and summed;
+            docs/design.md#projector), ``mlp2x_gelu`` (LLaVA-1.5) or ``linear``; the last two take one branch.
         projector_norm_groups: GroupNorm groups of the ``piip`` projector.
         image_token_id: id of the ``<image>`` placeholder token in the vocabulary.
         image_aspect_ratio: ``square`` (resize + center crop) or ``pad`` (pad to square with the mean colour): how

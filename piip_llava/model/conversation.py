@@ -1,4 +1,4 @@
-"""LLaVA conversation templates with their exact strings (spec ``llava-ecosystem.md`` §1.8).
+"""LLaVA conversation templates with their exact strings (docs/design.md#conversation-templates).
 
 ``get_conversation(name)`` returns a fresh :class:`Conversation`; ``Conversation.get_prompt()`` renders it exactly
 as ``llava/conversation.py`` does, and :func:`chat_template` gives the equivalent Jinja template that is saved with

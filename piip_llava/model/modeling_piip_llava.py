@@ -16,7 +16,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutp
 from .compat import CACHE_KEY, slice_logits_to_keep
 from .configuration_piip_llava import PiipLlavaConfig
 from .projector import build_projector
-from .vision.interaction import reset_interaction_parameters
 from .vision.modeling_piip import PiipVisionModel
 
 
@@ -28,12 +27,6 @@ class PiipLlavaPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_attention_backend = True
-
-    def _init_weights(self, module: nn.Module) -> None:
-        super()._init_weights(module)
-        # Children are initialised first: re-apply PIIP's interaction init (zero gates, deformable offsets) last.
-        if isinstance(module, PiipVisionModel):
-            reset_interaction_parameters(module.interactions)
 
 
 class PiipLlavaModel(PiipLlavaPreTrainedModel):
@@ -180,7 +173,7 @@ class PiipLlavaForConditionalGeneration(PiipLlavaPreTrainedModel, GenerationMixi
                 labels = labels.masked_fill(input_ids == self.config.image_token_id, -100)
             # ``kwargs`` carries the Trainer's ``num_items_in_batch`` (the target-token count of the whole global
             # batch): the loss is then a sum divided by it, so it is the mean token cross-entropy of the global batch
-            # for any split into processes x accumulation steps (see docs/design.md, "Loss normalisation").
+            # for any split into processes x accumulation steps (docs/design.md#loss-normalisation).
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )

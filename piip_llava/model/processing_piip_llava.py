@@ -1,4 +1,5 @@
-"""Image processor and processor of PIIP-LLaVA (``llava-ecosystem.md`` §1.7, §5; ``piip.md`` §3.3).
+"""Image processor and processor of PIIP-LLaVA (docs/design.md#splicing-image-tokens,
+docs/design.md#preprocessing-as-the-official-piip-llava-does).
 
 The image processor returns one tensor at the highest-resolution branch's size: ``square`` resizes the shortest
 edge (bicubic) and center-crops, ``pad`` first pads the image to a square with the mean colour (LLaVA's

@@ -1,4 +1,4 @@
-"""Projectors from vision features to the LLM width (spec ``piip.md`` §3.4, ``llava-ecosystem.md`` §1.4)."""
+"""Projectors from vision features to the LLM width (docs/design.md#projector)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ WORDS = (
     "lamp fish door book tree kite moon boat frog bell cake drum gold ring rose sock vase wolf milk nest pear salt "
     "corn leaf What Where How Is Describe Give Write Yes No"
 ).split()
-# Prompt lines of LLaVA-1.5's benchmarks and instruction data (spec llava-ecosystem.md §2.5), kept whole.
+# Prompt lines of LLaVA-1.5's benchmarks and instruction data (docs/evaluation.md), kept whole.
 PROMPT_LINES = ["Answer the question using a single word or phrase.",
                 "Answer with the option's letter from the given choices directly.", "Reference OCR token:"]  # fmt: skip
 # The LLM shapes a tiny model can take; each is a small config of a real family.

@@ -1,6 +1,6 @@
-"""Chat with a model in the terminal, without any server (spec llava-ecosystem.md §3.5): the model loads in-process
-in a :class:`~piip_llava.serve.engine.GenerationEngine`, the image goes with the first turn, answers stream token by
-token, the conversation keeps its history; an empty line or end of input exits.
+"""Chat with a model in the terminal, without any server (docs/design.md#serving; LLaVA's ``llava/serve/cli.py``):
+the model loads in-process in a :class:`~piip_llava.serve.engine.GenerationEngine`, the image goes with the first
+turn, answers stream token by token, the conversation keeps its history; an empty line or end of input exits.
 
     python -m piip_llava.serve.cli --model-path DIR --image-file photo.jpg [--temperature 0.2] [--max-new-tokens 512]
     printf 'What is this?\\nAnd now?\\n' | python -m piip_llava.serve.cli --model-path DIR --image-file photo.jpg

@@ -1,5 +1,5 @@
-"""The controller: workers register and heart-beat, clients ask it which worker serves a model (spec
-llava-ecosystem.md §3.2, same endpoints and payloads as LLaVA's). It can register with a parent controller as a
+"""The controller: workers register and heart-beat, clients ask it which worker serves a model
+(docs/design.md#serving; same endpoints and payloads as LLaVA's). It can register with a parent controller as a
 worker itself (``/worker_get_status`` aggregates, ``/worker_generate_stream`` proxies), so controllers nest.
 
     python -m piip_llava.serve.controller --host 127.0.0.1 --port 21001

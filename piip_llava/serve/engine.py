@@ -168,11 +168,23 @@ class GenerationEngine:
         self._thread.start()
 
     @classmethod
-    def from_pretrained(cls, model_path: str, device: str = "auto", dtype: str = "auto", **kwargs):
-        """Load with :func:`piip_llava.model.loading.load_for_inference` (``auto``: bf16/fp16 on CUDA, fp32 on CPU)."""
+    def from_pretrained(
+        cls,
+        model_path: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        model_base: str | None = None,
+        load_8bit: bool = False,
+        load_4bit: bool = False,
+        **kwargs,
+    ):
+        """Load with :func:`piip_llava.model.loading.load_for_inference` (``auto``: bf16/fp16 on CUDA, fp32 on CPU;
+        ``model_base``: merge the LoRA output ``model_path`` into it; 8/4-bit: bitsandbytes, CUDA only)."""
         from ..model.loading import load_for_inference
 
-        model, processor = load_for_inference(model_path, device=device, dtype=dtype)
+        model, processor = load_for_inference(
+            model_path, device=device, dtype=dtype, model_base=model_base, load_8bit=load_8bit, load_4bit=load_4bit
+        )
         return cls(model, processor, **kwargs)
 
     @property

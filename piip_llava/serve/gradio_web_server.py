@@ -1,4 +1,4 @@
-"""The web demo (spec llava-ecosystem.md §3.4: LLaVA's ``gradio_web_server.py``, here on Gradio 6). For each answer
+"""The web demo (docs/design.md#serving: LLaVA's ``gradio_web_server.py``, here on Gradio 6). For each answer
 it asks the controller which worker serves the chosen model and streams JSON-lines text deltas straight from that
 worker's ``/worker_generate_stream``; Stop closes that stream, which frees the worker's batch row.
 

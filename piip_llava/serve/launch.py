@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from ..model.loading import add_loading_arguments, loading_flags
+
 logger = logging.getLogger(__name__)
 
 
@@ -131,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-port", type=int, default=8000)
     parser.add_argument("--web-port", type=int, default=7860)
     parser.add_argument("--model-name", help="name clients use (default: the model directory's name)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
-    parser.add_argument(
-        "--dtype", default="auto", help="auto (bf16/fp16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16"
-    )
+    add_loading_arguments(parser)  # forwarded to the worker
     parser.add_argument("--log-dir", default="serve_logs")
     parser.add_argument("--api-key", help="require this key on the API (default: open, loopback only)")
     parser.add_argument("--no-web", action="store_true", help="controller, worker and API only")
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(args.log_dir)
     controller = f"http://127.0.0.1:{args.controller_port}"
     model_name = args.model_name or Path(args.model_path).resolve().name
-    worker_args = ["--device", args.device, "--dtype", args.dtype, "--model-name", model_name]
+    worker_args = [*loading_flags(args), "--model-name", model_name]
     services = [
         controller_service(args.controller_port, log_dir),
         worker_service(args.model_path, args.worker_port, controller, log_dir, *worker_args),

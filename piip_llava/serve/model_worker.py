@@ -1,6 +1,6 @@
 """A model worker: loads one model directory, registers with the controller, heart-beats, and streams generations
-of concurrent requests batched together by :class:`~piip_llava.serve.engine.GenerationEngine` (spec
-llava-ecosystem.md §3.3, with incremental JSON-lines deltas instead of LLaVA's NUL-separated cumulative text).
+of concurrent requests batched together by :class:`~piip_llava.serve.engine.GenerationEngine` (docs/design.md#serving;
+LLaVA's worker protocol, with incremental JSON-lines deltas instead of LLaVA's NUL-separated cumulative text).
 
     python -m piip_llava.serve.model_worker --model-path DIR --controller-address http://127.0.0.1:21001 --port 21002
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI, Request
 
-from ..model.loading import DTYPE_CHOICES
+from ..model.loading import add_loading_arguments, loading_options
 from .engine import GenerationEngine
 from .http import install_error_handlers, json_lines, parse_body, serve_app
 from .media import MediaPolicy
@@ -124,10 +124,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser, model_path: bool = Tru
     )
     parser.add_argument("--max-model-len", type=int, help="vllm engine: context length (default: the LLM's)")
     parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm engine: GPUs per replica")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:N")
-    parser.add_argument(
-        "--dtype", default="auto", choices=DTYPE_CHOICES, help="auto: bf16 (fp16 on pre-Ampere) on CUDA, fp32 on CPU"
-    )
+    add_loading_arguments(parser)  # --device, --dtype, --model-base, --load-8bit / --load-4bit
     parser.add_argument("--max-batch-size", type=int, default=8, help="requests generated together")
     parser.add_argument(
         "--batch-wait", type=float, default=0.02, help="quiet seconds that close a batch (default 0.02)"
@@ -157,7 +154,6 @@ def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None)
     model_name = args.model_name or Path(args.model_path).resolve().name
     common = dict(
         model_name=model_name,
-        dtype=args.dtype,
         default_max_new_tokens=args.max_new_tokens,
         media=media,
         stream_interval=args.stream_interval,
@@ -166,8 +162,16 @@ def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None)
     if args.engine == "vllm":
         from .vllm_engine import VllmEngine
 
+        unsupported = [flag for flag, on in (("--model-base", args.model_base), ("--load-8bit", args.load_8bit),
+                                             ("--load-4bit", args.load_4bit)) if on]  # fmt: skip
+        if unsupported:
+            raise SystemExit(
+                f"{', '.join(unsupported)}: not with --engine vllm (merge a LoRA output with scripts/merge_lora.py "
+                "first; quantise with vLLM's own --quantization options)"
+            )
         return VllmEngine(
             args.model_path,
+            dtype=args.dtype,
             max_model_len=args.max_model_len,
             max_num_seqs=args.max_batch_size,
             tensor_parallel_size=args.tensor_parallel_size,
@@ -175,7 +179,7 @@ def engine_from_args(args: argparse.Namespace, media: MediaPolicy | None = None)
         )
     return GenerationEngine.from_pretrained(
         args.model_path,
-        device=args.device,
+        **loading_options(args),
         max_batch_size=args.max_batch_size,
         batch_wait=args.batch_wait,
         **common,

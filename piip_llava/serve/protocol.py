@@ -1,4 +1,4 @@
-"""Wire formats: the OpenAI Chat Completions subset we serve (spec llava-ecosystem.md §3.6), the worker's
+"""Wire formats: the OpenAI Chat Completions subset we serve (docs/design.md#serving), the worker's
 generate request, and :class:`ApiError`, which every layer raises and every route turns into OpenAI's error envelope
 ``{"error": {"message", "type", "param", "code"}}``."""
 

@@ -1,4 +1,4 @@
-"""Typed arguments of ``piip-llava train`` (parsed by ``HfArgumentParser``; spec ``piip.md`` §3.6)."""
+"""Typed arguments of ``piip-llava train`` (parsed by ``HfArgumentParser``; docs/design.md#training)."""
 
 from __future__ import annotations
 

@@ -56,15 +56,12 @@ def wrap_lora(model, parts: list[str], r: int, alpha: int, dropout: float):
 
 def merge_lora(adapter_dir: str | Path, output: str | Path, base: str | Path | None = None) -> Path:
     """Load the base model, apply the adapter run in ``adapter_dir``, merge, and save a plain PIIP-LLaVA."""
-    from peft import PeftModel
-
-    import piip_llava.model  # noqa: F401  (Auto classes)
     from piip_llava.model import PiipLlavaForConditionalGeneration
+    from piip_llava.model.loading import merge_adapter
 
     adapter_dir = Path(adapter_dir)
     base = base or json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PiipLlavaForConditionalGeneration.from_pretrained(base)
-    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged = merge_adapter(PiipLlavaForConditionalGeneration.from_pretrained(base), adapter_dir)
     merged.save_pretrained(output)
     AutoProcessor.from_pretrained(
         adapter_dir if (adapter_dir / "processor_config.json").exists() else base

@@ -1,4 +1,4 @@
-"""Training stages are data: which parts of the model train (spec ``piip.md`` §3.6).
+"""Training stages are data: which parts of the model train (docs/design.md#training).
 
 Stage 1 trains ``projector``; stage 2 trains ``projector,vision_branches,interactions,llm``. A part is a set of
 module handles, never a name pattern.

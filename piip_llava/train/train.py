@@ -1,4 +1,4 @@
-"""``piip-llava train``: one path from flags to the HF ``Trainer`` (spec ``piip.md`` §3.6).
+"""``piip-llava train``: one path from flags to the HF ``Trainer`` (docs/design.md#training).
 
     piip-llava train --model_name_or_path DIR --data_path data.json --image_folder images \\
         --template plain --tunable_parts projector --output_dir out/stage1 [--deepspeed scripts/zero2.json] …

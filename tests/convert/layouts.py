@@ -1,9 +1,9 @@
 """Source checkpoints written the way the tests' sources describe them, not by inverting the converters:
 
-- the official PIIP-LLaVA tower and projector names and shapes of ``/work/shared/spec/official-checkpoint-layout.md``
+- the official PIIP-LLaVA tower and projector names and shapes of the official code (docs/design.md#checkpoint-formats)
   (CLIP without ``vision_model.``, timm ConvNeXt with the layer scale as ``.weight``, the unused CLIP
   ``post_layernorm`` and ConvNeXt ``head.*``), with the documented shapes checked;
-- LLaVA's layout (``llava-ecosystem.md`` §1.4–§1.5): the LLM as ``LlamaForCausalLM`` names, ``mm_projector.0/.2``,
+- LLaVA's layout (docs/design.md#checkpoint-formats): the LLM as ``LlamaForCausalLM`` names, ``mm_projector.0/.2``,
   a transformers-4.x ``config.json`` with LLaVA's fields.
 """
 

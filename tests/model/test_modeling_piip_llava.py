@@ -157,7 +157,7 @@ def test_full_size_7b_builds_on_meta_with_expected_shapes():
         sizes[preset] = sum(p.numel() for p in model.multi_modal_projector.parameters()) / 1e6
         total = sum(p.numel() for p in model.parameters()) / 1e9
         assert 7.0 < total < 7.4
-    # Per branch: Linear(D_j→4096) + GroupNorm(4096) + Linear(4096→4096); spec §3.4 says ≈41–44 M for 7B.
+    # Per branch: Linear(D_j→4096) + GroupNorm(4096) + Linear(4096→4096); the official projector has ≈41–44 M for 7B.
     expected = {preset: sum(d * 4096 + 4096 + 2 * 4096 + 4096 * 4096 + 4096 for d in dims) / 1e6
                 for preset, dims in [("piip-llava_clip-bl_512-256_7B", (1024, 768)),
                                      ("piip-llava_convnext-b_clip-l_640-224_7B", (1024, 1024)),

@@ -90,8 +90,8 @@ def test_streaming_and_stop_strings(tiny_llava):
     assert "".join(chunks) == expected_text and len(chunks) >= 2
 
     # Stop at the first occurrence of a string the greedy output contains (whole characters: a byte-level token
-    # may hold half of one, which decodes to U+FFFD and can never match).
-    windows = [processor.decode(new_tokens[i : i + 2]) for i in range(2, len(new_tokens) - 2)]
+    # may hold half of one, which decodes to U+FFFD and can never match; two tokens, else one).
+    windows = [processor.decode(new_tokens[i : i + n]) for n in (2, 1) for i in range(2, len(new_tokens) - 2)]
     stop = next(text for text in windows if "\ufffd" not in text and text.strip())
     with torch.no_grad():
         stopped = model.generate(

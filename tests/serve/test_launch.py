@@ -47,3 +47,20 @@ def test_launch_local_script(served_model_dir, tmp_path):
             raise AssertionError(f"port {port} still answers")
         except httpx.ConnectError:
             pass
+
+
+def test_launch_local_script_forwards_model_base_and_bits_to_the_worker(lora_run, tmp_path):
+    """A LoRA output needs --model-base (else the worker stops asking for it); with it, --load-4bit reaches the
+    worker too, which on a machine without CUDA stops with bitsandbytes' error: both flags travelled."""
+    base_dir, lora_dir = lora_run
+    ports = {name: free_port() for name in ("controller", "worker", "api")}
+    command = [
+        "bash", "serve/launch_local.sh", str(lora_dir), "--no-web", "--log-dir", str(tmp_path), "--device", "cpu",
+        "--controller-port", str(ports["controller"]), "--worker-port", str(ports["worker"]),
+        "--api-port", str(ports["api"]), "--model-base", str(base_dir), "--load-4bit",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode != 0
+    worker_log = (tmp_path / f"worker-{ports['worker']}.log").read_text()
+    assert "--load-4bit quantises with bitsandbytes, which needs a CUDA device" in worker_log, worker_log[-2000:]

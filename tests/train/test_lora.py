@@ -10,29 +10,20 @@ from peft import PeftModel
 
 import piip_llava.model  # noqa: F401
 from piip_llava.model import PiipLlavaForConditionalGeneration
-from piip_llava.model.tiny import save_tiny_model
-from piip_llava.train.train import train
-from tests.conftest import solid_image, write_llava_data
+from tests.conftest import solid_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_lora_train_merge_load_gives_the_unmerged_logits(tmp_path):
-    save_tiny_model(tmp_path / "base")
-    data = write_llava_data(tmp_path / "data")
-    code = train(["--model_name_or_path", str(tmp_path / "base"), "--data_path", str(data), "--image_folder",
-                  str(data.parent / "images"), "--tunable_parts", "projector,llm", "--lora_enable", "--lora_r", "8",
-                  "--lora_alpha", "16", "--learning_rate", "5e-3", "--projector_lr", "1e-3", "--max_steps", "4",
-                  "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "lora"), "--report_to", "none",
-                  "--use_cpu", "--save_strategy", "no"])  # fmt: skip
-    assert code == 0 and (tmp_path / "lora" / "adapter_model.safetensors").exists()
+def test_lora_train_merge_load_gives_the_unmerged_logits(lora_run, tmp_path):
+    base_dir, lora_dir = lora_run
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    subprocess.run([sys.executable, str(ROOT / "scripts/merge_lora.py"), "--adapter", str(tmp_path / "lora"),
+    subprocess.run([sys.executable, str(ROOT / "scripts/merge_lora.py"), "--adapter", str(lora_dir),
                     "--output", str(tmp_path / "merged")], check=True, env=env, capture_output=True)  # fmt: skip
 
-    base = PiipLlavaForConditionalGeneration.from_pretrained(tmp_path / "base").eval()
-    unmerged = PeftModel.from_pretrained(PiipLlavaForConditionalGeneration.from_pretrained(tmp_path / "base"),
-                                         tmp_path / "lora").eval()  # fmt: skip
+    base = PiipLlavaForConditionalGeneration.from_pretrained(base_dir).eval()
+    unmerged = PeftModel.from_pretrained(PiipLlavaForConditionalGeneration.from_pretrained(base_dir),
+                                         lora_dir).eval()  # fmt: skip
     merged = PiipLlavaForConditionalGeneration.from_pretrained(tmp_path / "merged").eval()
     from transformers import AutoProcessor
 

@@ -1,4 +1,4 @@
-"""Branch wrappers on ``transformers`` backbones (spec ``piip.md`` §2.2–§2.3, §3.3).
+"""Branch wrappers on ``transformers`` backbones (docs/design.md#branches).
 
 Every branch exposes the same small interface to the tower: ``embed`` an image into a :class:`BranchState`,
 ``run_blocks`` over an inclusive block range, read and write the patch ``tokens`` that interactions see,
@@ -170,7 +170,7 @@ class HfVitBranch(VitBranch):
 
 
 class ConvNextBranch(nn.Module):
-    """``ConvNextModel`` flattened into one block list with the downsample layers as blocks (spec §2.3).
+    """``ConvNextModel`` flattened into one block list with the downsample layers as blocks (docs/design.md#branches).
 
     ConvNeXt-B/L (depths 3,3,27,3) give 39 blocks: 0–2 stage 1, 3 downsample, 4–6, 7 downsample, 8–34,
     35 downsample, 36–38. The stem is the patch embedding; the final LayerNorm is unused.

@@ -1,4 +1,4 @@
-"""Typed configuration of the PIIP vision tower (spec ``piip.md`` §2.1–§2.5, §3.2).
+"""Typed configuration of the PIIP vision tower (docs/design.md#branches, docs/design.md#configuration-presets-loading).
 
 A tower is a list of :class:`BranchConfig` ordered as in the paper: branch 1 is the *largest* model at the
 *lowest* resolution, the last branch the smallest model at the highest resolution. Each branch wraps a
@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import CLIPVisionConfig, ConvNextConfig, PreTrainedConfig, SiglipVisionConfig, ViTConfig
+from transformers import PreTrainedConfig
 
-BACKBONE_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
-    "clip": CLIPVisionConfig,
-    "siglip": SiglipVisionConfig,
-    "vit": ViTConfig,
-    "convnext": ConvNextConfig,
+# Backbone configs by the name used in ``BranchConfig.backbone_type``. Imported on first use: this module is
+# imported while ``transformers`` registers our config with ``AutoConfig`` (piip_llava/registration.py), when the
+# backbones' configuration modules cannot be imported yet.
+BACKBONE_CONFIG_CLASSES: dict[str, str] = {
+    "clip": "CLIPVisionConfig",
+    "siglip": "SiglipVisionConfig",
+    "vit": "ViTConfig",
+    "convnext": "ConvNextConfig",
 }
+
+
+def backbone_config_class(backbone_type: str) -> type[PreTrainedConfig]:
+    """The ``transformers`` config class of a backbone type (``clip`` → ``CLIPVisionConfig``)."""
+    return getattr(importlib.import_module("transformers"), BACKBONE_CONFIG_CLASSES[backbone_type])
 
 
 @dataclass
@@ -33,7 +42,7 @@ class BranchConfig:
             (``ViTModel``), ``convnext`` (``ConvNextModel``).
         image_size: side of the square image this branch sees.
         interaction_ranges: inclusive ``[start, end]`` block ranges; interaction ``i`` runs after block ``end`` of
-            range ``i``. ConvNeXt block lists include the downsample layers as blocks (spec §2.3).
+            range ``i``. ConvNeXt block lists include the downsample layers as blocks (docs/design.md#branches).
         backbone: keyword arguments of the backbone's ``transformers`` config. For ViTs ``image_size`` there is
             the *pretraining* size that fixes the position-embedding table.
         use_cls_token: ViTs only: keep the CLS token through the blocks (it never enters an interaction). SigLIP
@@ -77,7 +86,7 @@ class BranchConfig:
 
     def hf_config(self) -> PreTrainedConfig:
         """A fresh ``transformers`` config of the backbone (attention defaults to ``sdpa``)."""
-        config = BACKBONE_CONFIG_CLASSES[self.backbone_type](**self.backbone)
+        config = backbone_config_class(self.backbone_type)(**self.backbone)
         if self.backbone_type != "convnext":
             config._attn_implementation = "sdpa"
         return config
@@ -153,7 +162,8 @@ class PiipVisionConfig(PreTrainedConfig):
     Args:
         branches: the pyramid's branches, largest model / lowest resolution first (default: the
             ``piip-llava_clip-bl_512-256_7B`` tower).
-        deform_num_heads, deform_num_points, deform_ratio: deformable cross-attention shape (spec §2.5).
+        deform_num_heads, deform_num_points, deform_ratio: deformable cross-attention shape
+            (docs/design.md#deformable-cross-attention).
         cffn_ratio: hidden width of the interaction ConvFFN as a fraction of the query width.
         interaction_drop_path_rate: DropPath on the interaction FFN path (constant for all interactions).
         interaction_layer_norm_eps: eps of the interaction LayerNorms.

@@ -1,4 +1,4 @@
-"""Single-level deformable cross-attention (spec ``piip.md`` §2.5), in plain PyTorch.
+"""Single-level deformable cross-attention (docs/design.md#deformable-cross-attention), in plain PyTorch.
 
 Two exact formulations of the sampling, chosen per call:
 
@@ -15,6 +15,7 @@ The sampling math (locations, corner weights, the weighted sum) runs in fp32 wha
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 from collections.abc import Iterable
 
@@ -124,7 +125,9 @@ def gathered_for_init(parameters: Iterable[nn.Parameter]):
     a no-op otherwise. Needed by inits that run inside ``deepspeed.zero.Init``."""
     parameters = list(parameters)
     if any(hasattr(p, "ds_id") for p in parameters):
-        import deepspeed
+        # Imported by name: ``transformers``' remote-code check (piip_llava/convert/remote_code.py) requires every
+        # module an ``import`` statement names, and deepspeed is optional.
+        deepspeed = importlib.import_module("deepspeed")
 
         return deepspeed.zero.GatheredParameters(parameters, modifier_rank=0)
     return contextlib.nullcontext()
@@ -174,7 +177,8 @@ class DeformableCrossAttention(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Deformable-DETR init: zero offset weights with a radial bias pattern, uniform attention (§2.5)."""
+        """Deformable-DETR init: zero offset weights with a radial bias pattern, uniform attention
+        (docs/design.md#initialisation)."""
         with gathered_for_init(self.parameters()):
             init.zeros_(self.sampling_offsets.weight)
             angles = torch.arange(self.num_heads, dtype=torch.float32) * (2.0 * math.pi / self.num_heads)

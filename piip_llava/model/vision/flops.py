@@ -1,4 +1,4 @@
-"""FLOPs of a vision tower, counted the way the PIIP paper does (spec ``piip.md`` §3.8).
+"""FLOPs of a vision tower, counted the way the PIIP paper does (docs/design.md#flops).
 
 The tower runs once on the ``meta`` device (shapes only, no weights) with forward hooks that count
 multiply-accumulates like the mmcv-style counter PIIP used: ``nn.Linear`` input elements × output width

@@ -1,4 +1,5 @@
-"""Bidirectional interaction unit between two adjacent branches (spec ``piip.md`` §2.4, init §2.5–§2.6)."""
+"""Bidirectional interaction unit between two adjacent branches (docs/design.md#interaction-unit; its init:
+docs/design.md#initialisation)."""
 
 from __future__ import annotations
 
@@ -116,7 +117,7 @@ class BidirectionalInteraction(nn.Module):
 
 @torch.no_grad()
 def init_interaction_weights(module: nn.Module) -> None:
-    """Generic init of interaction modules (§2.6) and zero gates.
+    """Generic init of interaction modules and zero gates (docs/design.md#initialisation).
 
     Applied with ``interactions.apply(init_interaction_weights)``. Uses ``transformers.initialization``, which
     equals ``torch.nn.init`` except that it leaves weights already loaded by ``from_pretrained`` alone.

@@ -1,4 +1,4 @@
-"""The Parameter-Inverted Image Pyramid vision tower (spec ``piip.md`` §2.1–§2.6, §3.3).
+"""The Parameter-Inverted Image Pyramid vision tower (docs/design.md#architecture).
 
 Branch 1 is the largest model at the lowest resolution. The input is the highest-resolution image; the
 other branches get a bilinear scale-factor resize of it (fp32). Blocks run group by group; after every group
@@ -8,29 +8,59 @@ each adjacent pair of branches exchanges information, from the high-resolution e
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .branches import BranchState, build_branch
 from .configuration_piip import PiipVisionConfig
-from .interaction import BidirectionalInteraction, reset_interaction_parameters
+from .deformable_attention import gathered_for_init
+from .interaction import BidirectionalInteraction, InteractionUpdate, init_interaction_weights
 
 
-class PiipVisionModel(nn.Module):
+class PiipVisionPreTrainedModel(PreTrainedModel):
+    """Weight init and the ``transformers`` plumbing (save/load/shard, ``AutoModel``) of the PIIP tower."""
+
+    config_class = PiipVisionConfig
+    base_model_prefix = "vision_tower"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    # The branches run their backbones' SDPA attention whatever the parent model asks for.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Interaction modules get PIIP's init (docs/design.md#initialisation), everything else the generic one.
+        # ``transformers`` calls this only on modules that hold parameters of their own, children before parents:
+        # an ``InteractionUpdate`` comes after its deformable attention's layers, so it re-initialises that
+        # attention last. Weights loaded by ``from_pretrained`` are flagged and left alone.
+        if id(module) not in self._interaction_module_ids:
+            super()._init_weights(module)
+            return
+        with gathered_for_init(module.parameters(recurse=False)):
+            init_interaction_weights(module)
+        if isinstance(module, InteractionUpdate):
+            module.attention.reset_parameters()
+
+
+class PiipVisionModel(PiipVisionPreTrainedModel):
     """PIIP tower: ``pixel_values (B, 3, S, S)`` at the last branch's size (non-square inputs work too, as in the
     official code) → one ``(B, D_j, H_j, W_j)`` per branch.
 
-    A one-branch config is a plain single-backbone tower with the same interface (the LLaVA-1.5 baseline).
+    A one-branch config is a plain single-backbone tower with the same interface (the LLaVA-1.5 baseline). Saved
+    and loaded with ``save_pretrained`` / ``from_pretrained`` (or ``AutoModel``) like any ``transformers`` model.
     """
 
+    WEIGHTS_NAME = SAFE_WEIGHTS_NAME
+
     def __init__(self, config: PiipVisionConfig) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         self.branches = nn.ModuleList(build_branch(branch) for branch in config.branches)
         update_kwargs = dict(
             num_heads=config.deform_num_heads,
@@ -50,34 +80,12 @@ class PiipVisionModel(nn.Module):
             )
             for i in range(config.num_interactions)
         )
-        reset_interaction_parameters(self.interactions)
+        self._interaction_module_ids = {id(module) for module in self.interactions.modules()}
         self.gradient_checkpointing = False
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    WEIGHTS_NAME = "model.safetensors"
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors``; :meth:`from_pretrained` reads them back."""
-        directory = Path(directory)
-        self.config.save_pretrained(directory)
-        state = {name: tensor.contiguous() for name, tensor in self.state_dict().items()}
-        save_file(state, directory / self.WEIGHTS_NAME, metadata={"format": "pt"})
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> PiipVisionModel:
-        directory = Path(directory)
-        weights = directory / cls.WEIGHTS_NAME
-        if not weights.exists():
-            raise FileNotFoundError(f"{weights} not found: save a tower with PiipVisionModel.save_pretrained")
-        model = cls(PiipVisionConfig.from_pretrained(directory))
-        model.load_state_dict(load_file(weights), strict=True)
-        return model
+        self.post_init()
 
     def build_pyramid(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """One image per branch: bilinear resize by scale factor ``S_j / S_last`` in fp32 (§2.1).
+        """One image per branch: bilinear resize by scale factor ``S_j / S_last`` in fp32 (docs/design.md#the-pyramid).
 
         Like the official PIIP code, any ``(B, 3, H, W)`` input works, square or not: each branch sees the image
         scaled by its factor and its token grid is ``(h // patch, w // patch)`` (positions interpolated to it).

@@ -1,5 +1,6 @@
-"""Registry of vision-tower presets: the released PIIP-LLaVA towers (spec §3.2), the perception backbones
-TSB / SBL / TSBL (§2.8), the LLaVA-1.5 single-branch baseline, and tiny towers for tests.
+"""Registry of vision-tower presets: the released PIIP-LLaVA towers (the official configs), the perception backbones
+TSB / SBL / TSBL (the PIIP paper's detection models), the LLaVA-1.5 single-branch baseline, and tiny towers for
+tests.
 
 ``get_tower_config(name)`` raises with the list of valid names for an unknown one.
 """

@@ -1,4 +1,4 @@
-"""Loading pretrained branch weights from local Hugging Face directories (spec ``piip.md`` §3.3).
+"""Loading pretrained branch weights from local Hugging Face directories (docs/design.md#branches).
 
 A branch directory is what ``save_pretrained`` writes (``model.safetensors``, sharded safetensors with an
 index, or ``pytorch_model.bin``) for ``CLIPVisionModel`` / ``CLIPModel``, ``ViTModel``, ``ConvNextModel`` /

@@ -31,7 +31,7 @@ def test_exact_grid_differs_only_for_convnext():
     assert vit.vision_gflops == vit.vision_gflops_exact
     mix = count_tower_flops(get_tower_config("piip-llava_convnext-b_clip-l_1024-336_7B"))
     assert mix.vision_gflops_exact < mix.vision_gflops
-    assert abs(mix.vision_gflops_exact - 591) / 591 < 0.01  # spec §3.8's independent derivation
+    assert abs(mix.vision_gflops_exact - 591) / 591 < 0.01  # an independent analytic derivation
 
 
 def test_module_counter_counts_like_mmcv():

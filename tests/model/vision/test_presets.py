@@ -20,7 +20,7 @@ def test_every_preset_builds_and_runs_on_meta(name):
 
 
 def test_released_presets_cover_spec_table():
-    assert len(RELEASED) == 9  # 8 configs of spec §3.2 with the 512-448 config released for 7B and 13B
+    assert len(RELEASED) == 9  # the 8 official configs, with the 512-448 config released for 7B and 13B
     visual_tokens = {name: get_tower_config(name).output_grids[-1] ** 2 for name in RELEASED}
     assert visual_tokens["piip-llava_convnext-b_clip-l_640-224_7B"] == 400
     assert all(count == 1024 for name, count in visual_tokens.items() if "640-224" not in name)
