@@ -15,7 +15,9 @@ This module imports nothing heavy at import time.
 from __future__ import annotations
 
 import importlib.machinery
+import logging
 import sys
+import threading
 from collections.abc import Callable
 from types import ModuleType
 
@@ -76,12 +78,13 @@ class _RegisteringLoader:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
-        self._finder.depth += 1
+        state = self._finder.state
+        state.depth = getattr(state, "depth", 0) + 1
         try:
             self._loader.exec_module(module)
         finally:
-            self._finder.depth -= 1
-        if self._finder.depth == 0:
+            state.depth -= 1
+        if state.depth == 0:
             self._finder.register_loaded()
 
     def __getattr__(self, name: str):  # get_source, get_filename, ... for inspect and tracebacks
@@ -94,8 +97,12 @@ class _AutoModuleFinder:
 
     def __init__(self, pending: dict[str, Callable[[ModuleType], None]]) -> None:
         self.pending = pending
-        self.depth = 0  # watched modules executing now, one inside the other
-        self.registering = False
+        # Per thread: the watched modules it is executing now, one inside the other, and whether it is registering.
+        # (Another thread's half-imported module is behind that module's import lock, so only our own thread's
+        # imports can be seen half-way.)
+        self.state = threading.local()
+        self.lock = threading.RLock()  # one registration at a time
+        self.error: Exception | None = None  # the last registration that failed (it stays pending)
 
     def find_spec(self, fullname, path, target=None):
         if fullname not in self.pending and not fullname.startswith(f"{__package__}."):
@@ -109,18 +116,28 @@ class _AutoModuleFinder:
     def register_loaded(self) -> None:
         """Register with every waiting Auto module that is now imported, configs first. Registering imports our
         modules, which may import more Auto modules: those are picked up by the same loop, not by a nested one."""
-        if self.registering:
+        if getattr(self.state, "registering", False):
             return
-        self.registering = True
-        try:
-            ready = self._next_ready()
-            while ready is not None:
-                self.pending.pop(ready)(sys.modules[ready])
+        with self.lock:
+            self.state.registering = True
+            try:
                 ready = self._next_ready()
-        finally:
-            self.registering = False
-        if not self.pending and self in sys.meta_path:
-            sys.meta_path.remove(self)
+                while ready is not None:
+                    try:
+                        self.pending[ready](sys.modules[ready])
+                    except Exception as error:  # noqa: BLE001
+                        # Never fail the import that called us: importlib would drop that transformers module from
+                        # sys.modules while callers keep its classes (two AutoModel mappings). Try again at the
+                        # next watched import, e.g. of our modelling code.
+                        self.error = error
+                        logging.getLogger(__name__).debug("registering with %s failed", ready, exc_info=True)
+                        break
+                    del self.pending[ready]
+                    ready = self._next_ready()
+            finally:
+                self.state.registering = False
+            if not self.pending and self in sys.meta_path:
+                sys.meta_path.remove(self)
 
     def _next_ready(self) -> str | None:
         return next((name for name in self.pending if name in sys.modules), None)

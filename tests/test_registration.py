@@ -81,3 +81,31 @@ except ValueError as error:
     print("piip_llava" in str(error))
 """
     assert run_python(code).strip() == "True"
+
+
+def test_a_failed_registration_never_fails_the_transformers_import():
+    """A registration that raises (seen under threaded imports in the serving tests) must not fail the import of the
+    Auto module it waited for: importlib would drop that module while ``transformers.AutoModel`` keeps its mapping,
+    and every later registration would go to a second copy. It is retried at the next watched import."""
+    out = run_python(
+        """
+import sys
+import piip_llava.registration as registration
+finder = next(f for f in sys.meta_path if isinstance(f, registration._AutoModuleFinder))
+real = finder.pending["transformers.models.auto.modeling_auto"]
+calls = []
+def flaky(module):
+    calls.append(module)
+    if len(calls) == 1:
+        raise ImportError("simulated failure")
+    real(module)
+finder.pending["transformers.models.auto.modeling_auto"] = flaky
+from transformers import AutoModel
+import transformers.models.auto.modeling_auto as modeling_auto
+assert AutoModel._model_mapping is modeling_auto.MODEL_MAPPING and str(finder.error) == "simulated failure"
+from piip_llava.model.vision import get_tower_config
+import piip_llava.model.vision.modeling_piip
+print(type(AutoModel.from_config(get_tower_config("tiny-vit-3branch"))).__name__, len(calls))
+"""
+    )
+    assert out.split() == ["PiipVisionModel", "2"]
