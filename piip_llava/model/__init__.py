@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from piip_llava.lazy import lazy_exports
 
 _EXPORTS = {
     "PiipLlavaConfig": ".configuration_piip_llava",
@@ -14,14 +14,4 @@ _EXPORTS = {
     "PiipVisionModel": ".vision.modeling_piip",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
