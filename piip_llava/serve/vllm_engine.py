@@ -7,7 +7,7 @@ Requests are validated and tokenised exactly as the HF engine does (the same cha
 context checks, inherited); vLLM receives the prompt's token ids with each image span folded back to one
 ``<image>`` token plus the decoded images, and its PIIP-LLaVA plugin (``piip_llava.vllm``) expands the spans again
 and preprocesses the images with our image processor. vLLM only samples token ids: each new token goes through the
-HF engine's :class:`~piip_llava.serve.engine.RowTracker` (detokenisation, stop strings, EOS, limits, cancellation),
+HF engine's :class:`~piip_llava.serve.rows.RowTracker` (detokenisation, stop strings, EOS, limits, cancellation),
 so both engines stream the same text for the same tokens. ``AsyncLLM`` lives on an event loop of its own thread, so
 callers on any loop (uvicorn's, a test's ``asyncio.run``, the blocking ``stream``) share one engine.
 """
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .engine import ASPECT_MODES, GenerationEngine, Job, RowTracker
+from .engine import ASPECT_MODES, GenerationEngine
 from .media import MediaPolicy
 from .prompt import PromptEncoder
 from .protocol import ApiError
+from .rows import Job, RowTracker
 
 logger = logging.getLogger(__name__)
 
