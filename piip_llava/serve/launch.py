@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         services.append(web_service(args.web_port, controller, log_dir, "--log-dir", str(log_dir / "web")))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the children too, as Ctrl-C does
+    # Ctrl-C even when started from a non-interactive shell's background job, which starts us with SIGINT ignored
+    # (Python then installs no KeyboardInterrupt handler and the stack would outlive every Ctrl-C).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for service in services:
             logger.info("starting %s (log: %s)", service.name, service.log_path)

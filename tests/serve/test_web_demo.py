@@ -238,11 +238,15 @@ def _select_model(page, name: str) -> None:
 
 def _set_parameters(page, **values: float) -> None:
     """``max_tokens=64, temperature=0`` -> the sliders with those elem_ids (through their number boxes)."""
+    from playwright.sync_api import expect
+
     page.locator("#parameters").get_by_text("Parameters").click()
     for name, value in values.items():
         number = page.locator(f"#{name.replace('_', '-')} input[type=number]")
         number.fill(str(value))
         number.press("Tab")
+        # The slider takes the value when the box commits it; a click before that sends the old value.
+        expect(page.locator(f"#{name.replace('_', '-')} input[type=range]")).to_have_value(str(value))
 
 
 def _send(page, text: str) -> None:
