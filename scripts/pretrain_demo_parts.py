@@ -73,8 +73,10 @@ def scene_batch(
 
 
 class AttributeProbe(nn.Module):
-    """A ``transformers`` backbone and a linear head on its mean-pooled last hidden state (the features a PIIP branch
-    hands on: CLIP before ``post_layernorm``, ConvNeXt before its final norm)."""
+    """A ``transformers`` backbone and a linear head on every token of its last hidden state (the features a PIIP
+    branch hands on: CLIP before ``post_layernorm``, ConvNeXt before its final norm). Presence is the head's maximum
+    over tokens (a word is present if some token sees it; a mean would dilute one small word among 64 tokens); the
+    count is its mean, i.e. the head on mean-pooled features."""
 
     def __init__(self, backbone: nn.Module, width: int) -> None:
         super().__init__()
@@ -83,9 +85,10 @@ class AttributeProbe(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.backbone(pixel_values=pixels).last_hidden_state
-        pooled = hidden.mean(dim=1) if hidden.dim() == 3 else hidden.mean(dim=(2, 3))  # (B, N, D) | (B, D, H, W)
-        logits = self.head(pooled)
-        return logits[:, : len(PRESENCE_LABELS)], logits[:, len(PRESENCE_LABELS) :]
+        tokens = hidden if hidden.dim() == 3 else hidden.flatten(2).transpose(1, 2)  # (B, D, H, W) -> (B, HW, D)
+        token_logits = self.head(tokens)  # (B, N, labels)
+        presence = token_logits[..., : len(PRESENCE_LABELS)].amax(dim=1)
+        return presence, token_logits[..., len(PRESENCE_LABELS) :].mean(dim=1)
 
 
 def _rate(hits: torch.Tensor, where: torch.Tensor) -> float:

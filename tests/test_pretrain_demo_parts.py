@@ -58,16 +58,17 @@ def test_parts_json_records_the_run(parts):
 
 
 def test_each_part_learned_on_held_out_data(parts):
-    # Held-out losses of this short run, measured at seeds 3 / 5: clip 28.4 -> 12.2 / 29.0 -> 11.5, convnext
-    # 26.1 -> 12.6 / 26.6 -> 12.7, llm 6.76 -> 4.91 / 6.72 -> 5.06; the margins are about half of each drop.
+    # Held-out losses of this short run, measured at seeds 3 / 5: clip 41.0 -> 10.9 / 40.4 -> 10.6, convnext
+    # 28.4 -> 11.3 / 28.3 -> 11.2, llm 6.76 -> 4.91 / 6.72 -> 5.06; the margins are about half of each drop.
     results = json.loads((parts / "parts.json").read_text())["results"]
-    for part, margin in (("branch:clip", 8.0), ("branch:convnext", 6.0), ("llm", 0.8)):
+    for part, margin in (("branch:clip", 15.0), ("branch:convnext", 8.0), ("llm", 0.8)):
         initial, final = results[part]["initial"]["loss"], results[part]["final"]["loss"]
         assert final < initial - margin, (part, initial, final)
-    # Beyond the label prior (which alone gives 0.5): the CLIP branch already tells colours apart (measured 0.60 /
-    # 0.58 at seeds 3 / 5; the untrained probe: 0.49).
-    clip = results["branch:clip"]
-    assert clip["final"]["color_balanced_accuracy"] > max(0.52, clip["initial"]["color_balanced_accuracy"])
+    # Beyond the label prior (which alone gives 0.5): both branches already tell colours apart. Measured at seeds
+    # 3 / 5: clip 0.52 -> 0.74 / 0.51 -> 0.74, convnext 0.57 -> 0.68 / 0.59 -> 0.65.
+    for part in ("branch:clip", "branch:convnext"):
+        initial, final = (results[part][when]["color_balanced_accuracy"] for when in ("initial", "final"))
+        assert final > max(0.6, initial), (part, initial, final)
 
 
 def _branch_tensors_come_from(branch_state: dict, part_file: Path) -> None:
