@@ -107,10 +107,14 @@ class GenerationEngine:
     def queue_length(self) -> int:
         return len(self._pending) + self._running
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop taking batches and wait for the running one: a process that exits while the generation thread is
+        inside torch aborts ("terminate called without an active exception", seen at the CLI's exit)."""
         with self._condition:
             self._closed = True
             self._condition.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     # ------------------------------------------------------------------------------------------------------------
     # Request preparation (runs in the caller's thread)
