@@ -33,14 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 
 from piip_llava.data.preprocess import tokenize_conversation
 from piip_llava.data.scene_sets import TRAIN_SCENE, warmup_turns
 from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, random_scene, render_scene
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
-from piip_llava.model.tiny import TINY_TEXT_CONFIGS, train_tokenizer
+from piip_llava.model.tiny import tiny_text_config, train_tokenizer
 from piip_llava.model.vision import get_tower_config
 from piip_llava.model.vision.weights import HF_MODEL_CLASSES
 
@@ -180,15 +180,7 @@ def llm_loss(llm, batch) -> tuple[torch.Tensor, dict]:
 
 
 def build_llm(tokenizer, seed: int):
-    text_kwargs = {**TINY_TEXT_CONFIGS["llama"], **DEMO_LLM}
-    config = AutoConfig.for_model(
-        text_kwargs.pop("model_type"),
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **text_kwargs,
-    )
+    config = tiny_text_config(tokenizer, "llama", DEMO_LLM)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
 

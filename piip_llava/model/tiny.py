@@ -87,6 +87,25 @@ def train_tokenizer(
     )
 
 
+def tiny_text_config(tokenizer, llm: str = "llama", overrides: dict | None = None, head_dim: int | None = None):
+    """The config of a tiny LLM (``TINY_TEXT_CONFIGS[llm]`` with ``overrides``) for ``tokenizer``'s vocabulary and
+    special tokens; ``head_dim`` sets the head count (half as many KV heads)."""
+    text_kwargs = {**TINY_TEXT_CONFIGS[llm], **(overrides or {})}
+    if head_dim is not None:
+        heads, remainder = divmod(text_kwargs["hidden_size"], head_dim)
+        if remainder or not heads:
+            raise ValueError(f"head_dim={head_dim} must divide the tiny LLM's hidden_size {text_kwargs['hidden_size']}")
+        text_kwargs.update(num_attention_heads=heads, num_key_value_heads=max(1, heads // 2))
+    return AutoConfig.for_model(
+        text_kwargs.pop("model_type"),
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **text_kwargs,
+    )
+
+
 def build_tiny_model(
     tower: str = "tiny-clip-2branch",
     llm: str = "llama",
@@ -102,20 +121,7 @@ def build_tiny_model(
     if llm not in TINY_TEXT_CONFIGS:
         raise ValueError(f"unknown tiny LLM {llm!r}; valid: {', '.join(TINY_TEXT_CONFIGS)}")
     tokenizer = train_tokenizer()
-    text_kwargs = {**TINY_TEXT_CONFIGS[llm], **(text_overrides or {})}
-    if head_dim is not None:
-        heads, remainder = divmod(text_kwargs["hidden_size"], head_dim)
-        if remainder or not heads:
-            raise ValueError(f"head_dim={head_dim} must divide the tiny LLM's hidden_size {text_kwargs['hidden_size']}")
-        text_kwargs.update(num_attention_heads=heads, num_key_value_heads=max(1, heads // 2))
-    text_config = AutoConfig.for_model(
-        text_kwargs.pop("model_type"),
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **text_kwargs,
-    )
+    text_config = tiny_text_config(tokenizer, llm, text_overrides, head_dim)
     config = PiipLlavaConfig(
         vision_config=get_tower_config(tower),
         text_config=text_config,

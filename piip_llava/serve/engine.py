@@ -63,18 +63,18 @@ class GenerationEngine:
         stream_interval: float = 0.01,
         max_prompt_chars: int | None = None,
     ) -> None:
-        self.model, self.processor, self.model_name = model, processor, model_name
-        self.tokenizer = processor.tokenizer
-        self.prompt_encoder = PromptEncoder(processor)
+        self.model = model
+        self._init_requests(
+            processor,
+            model_name,
+            model.config.text_config.max_position_embeddings,
+            model.generation_config.eos_token_id,
+            default_max_new_tokens,
+            media,
+            stream_interval,
+            max_prompt_chars,
+        )
         self.max_batch_size, self.batch_wait = max_batch_size, batch_wait
-        self.default_max_new_tokens, self.stream_interval = default_max_new_tokens, stream_interval
-        self.media = media or MediaPolicy()
-        self.context_length = model.config.text_config.max_position_embeddings
-        self.max_prompt_chars = max_prompt_chars or 32 * self.context_length
-        eos = model.generation_config.eos_token_id
-        self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
-        self._image_processors = {}
-        self._tokenizer_lock = threading.Lock()  # fast tokenizers raise "Already borrowed" if used concurrently
         self._pending: deque[Job] = deque()
         self._running = 0
         self._last_arrival = 0.0
@@ -82,6 +82,29 @@ class GenerationEngine:
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="generation-engine", daemon=True)
         self._thread.start()
+
+    def _init_requests(
+        self,
+        processor,
+        model_name: str,
+        context_length: int,
+        eos_token_id: int | list[int] | None,
+        default_max_new_tokens: int,
+        media: MediaPolicy | None,
+        stream_interval: float,
+        max_prompt_chars: int | None,
+    ) -> None:
+        """The state request preparation and :class:`RowTracker` read; shared with the vLLM engine."""
+        self.processor, self.model_name, self.tokenizer = processor, model_name, processor.tokenizer
+        self.prompt_encoder = PromptEncoder(processor)
+        self.default_max_new_tokens, self.stream_interval = default_max_new_tokens, stream_interval
+        self.media = media or MediaPolicy()
+        self.context_length = context_length
+        self.max_prompt_chars = max_prompt_chars or 32 * context_length
+        eos = eos_token_id
+        self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
+        self._image_processors = {}
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers raise "Already borrowed" if used concurrently
 
     @classmethod
     def from_pretrained(

