@@ -77,7 +77,7 @@ def _build_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="attention head size of the tiny LLM (default 16; vLLM's CPU attention: >= 32)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the randomly initialised modules")
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -100,6 +100,9 @@ def _run_build(args: argparse.Namespace) -> int:
         elif not args.tower:
             raise ValueError("give --tower PRESET (with --llm DIR for a whole model), or --tiny")
         elif args.llm:
+            import torch
+
+            torch.manual_seed(args.seed)  # the new modules' init: projector, interactions, random branches
             model, processor = assemble_model(
                 args.tower,
                 args.llm,

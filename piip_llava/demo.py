@@ -1,20 +1,24 @@
 """``piip-llava demo``: the synthetic quickstart, end to end on a laptop CPU, nothing downloaded.
 
-Steps, each leaving a marker in ``OUTPUT/.done/`` so a rerun reuses what is finished:
+The recipe is the paper's, in miniature: the parts start pretrained, as CLIP, ConvNeXt and Vicuna do (the committed
+``playground/demo_parts``, made by ``scripts/pretrain_demo_parts.py`` on the scene world), stage 1 aligns the
+projector alone, stage 2 tunes everything. Steps, each leaving a marker in ``OUTPUT/.done/`` so a rerun reuses what
+is finished:
 
-1. ``data``: synthetic scenes (:mod:`piip_llava.data.scene_sets`): warm-up text, stage-1 captions, the stage-2
-   instruction mix, TextVQA / small-text TextVQA / MMBench / POPE sets in the official formats.
-2. ``build``: a random tiny PIIP-LLaVA (the ``demo-convnext-clip_128-64`` tower, a 4-layer Llama, a BPE tokenizer
-   trained here).
-3. ``warmup``: ``piip-llava train`` on text-only conversations, LLM only. A real LLaVA starts from Vicuna, which can
-   already copy a word from a "Reference OCR token" line; a random LLM cannot, and learning it from the sparse
-   answers of stage 2 takes far longer than the whole demo (measured: docs/quickstart.md).
-4. ``stage1``: ``piip-llava train`` on the captions (``plain`` template). The paper trains only the projector here
-   because its branches and LLM are pretrained; ours start random, so stage 1 also trains the branches and the
-   LLM. The interactions stay frozen at their zero-gate init, as in the paper.
-5. ``stage2``: ``piip-llava train`` on the instruction mix (``vicuna_v1``, ``pad`` images), everything trainable.
-6. ``eval``: the evaluators of ``piip-llava eval run`` / ``score`` on the four sets.
-7. ``report``: the results table (also ``results.md`` / ``results.json``) and the loss curve ``loss.png``.
+1. ``data``: synthetic scenes (:mod:`piip_llava.data.scene_sets`): stage-1 captions, the stage-2 instruction mix,
+   TextVQA / small-text TextVQA / MMBench / POPE sets in the official formats (and the warm-up text of
+   ``--from-scratch``).
+2. ``build``: ``piip-llava build --tower demo-convnext-clip_128-64 --llm PARTS/llm --branch-weights
+   clip=PARTS/branches/clip convnext=PARTS/branches/convnext``: the path a user takes with real checkpoints; the
+   projector and the interactions (zero-gated) start random.
+3. ``stage1``: ``piip-llava train`` on the captions (``plain`` template), projector only.
+4. ``stage2``: ``piip-llava train`` on the instruction mix (``vicuna_v1``, ``pad`` images): projector, branches,
+   interactions and LLM.
+5. ``eval``: the evaluators of ``piip-llava eval run`` / ``score`` on the four sets.
+6. ``report``: the results table (also ``results.md`` / ``results.json``) and the loss curve ``loss.png``.
+
+``--from-scratch`` keeps the all-random path: a random tiny model, an LLM warm-up on text, stage 1 training the
+projector, branches and LLM on the captions, then stage 2 (docs/quickstart.md has both recipes' results).
 
 Then ``bash serve/launch_local.sh OUTPUT/stage2`` serves the model (skipped with ``--no-serve`` or
 ``DEMO_SERVE=0``).
@@ -25,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -57,7 +62,7 @@ EVAL_TITLES = {"textvqa": "TextVQA (synthetic, with OCR tokens)", "textvqa_small
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One training stage of the quickstart: its data, template, image mode, what trains and for how long."""
+    """One training stage of the quickstart: its data, template, image mode, what trains, for how long, how fast."""
 
     name: str
     data_file: str
@@ -65,17 +70,31 @@ class StageSpec:
     aspect: str
     parts: str
     epochs: float
+    learning_rate: float
     description: str
 
 
-STAGES = [
-    StageSpec("warmup", "warmup.json", "vicuna_v1", "pad", "llm", 1.0,
+# The paper's recipe on the pretrained demo parts (scripts/pretrain_demo_parts.py): stage 1 aligns the projector
+# alone on captions, stage 2 tunes everything on the instruction mix.
+PAPER_STAGES = [
+    StageSpec("stage1", "pretrain.json", "plain", "square", "projector", 1.0, 1e-3,
+              "stage 1: projector alignment on captions (plain template)"),
+    StageSpec("stage2", "instruct.json", "vicuna_v1", "pad", ALL_PARTS, 1.0, 5e-4,
+              "stage 2: instruction tuning, all parts (vicuna_v1)"),
+]  # fmt: skip
+# ``--from-scratch``: everything starts random, so an LLM warm-up comes first and stage 1 also trains the branches
+# and the LLM (docs/quickstart.md, "From scratch").
+SCRATCH_STAGES = [
+    StageSpec("warmup", "warmup.json", "vicuna_v1", "pad", "llm", 1.0, 1e-3,
               "LLM warm-up on text (reading OCR-token lines, facts, option letters)"),
-    StageSpec("stage1", "pretrain.json", "plain", "square", "projector,vision_branches,llm", 2.0,
+    StageSpec("stage1", "pretrain.json", "plain", "square", "projector,vision_branches,llm", 2.0, 1e-3,
               "stage 1: caption alignment (plain template)"),
-    StageSpec("stage2", "instruct.json", "vicuna_v1", "pad", ALL_PARTS, 1.0,
+    StageSpec("stage2", "instruct.json", "vicuna_v1", "pad", ALL_PARTS, 1.0, 1e-3,
               "stage 2: instruction tuning (vicuna_v1)"),
 ]  # fmt: skip
+STAGE_NAMES = ("warmup", "stage1", "stage2")
+# The committed pretrained parts (scripts/pretrain_demo_parts.py; command and seed in their parts.json).
+DEMO_PARTS = Path(__file__).resolve().parents[1] / "playground" / "demo_parts"
 
 
 @dataclass
@@ -87,10 +106,12 @@ class DemoConfig:
     seed: int = 0
     scale: float = 1.0  # multiplies every data set's size (the test uses a tiny fraction)
     tower: str = DEMO_TOWER
-    # stage name -> value, overriding STAGES
+    from_scratch: bool = False  # random parts and the longer recipe instead of the pretrained parts
+    parts_dir: Path = DEMO_PARTS
+    # stage name -> value, overriding the stage's
     parts: dict[str, str] = field(default_factory=dict)
     epochs: dict[str, float] = field(default_factory=dict)
-    learning_rate: float = 1e-3
+    learning_rates: dict[str, float] = field(default_factory=dict)
     batch_size: int = 16
     eval_batch_size: int = 32
     serve: bool = True
@@ -98,6 +119,11 @@ class DemoConfig:
     def __post_init__(self) -> None:
         self.output = Path(self.output)
         self.data = Path(self.data) if self.data else self.output / "data"
+        self.parts_dir = Path(self.parts_dir)
+
+    @property
+    def stages(self) -> list[StageSpec]:
+        return SCRATCH_STAGES if self.from_scratch else PAPER_STAGES
 
     @property
     def base_model(self) -> Path:
@@ -108,13 +134,16 @@ class DemoConfig:
 
     @property
     def final_model(self) -> Path:
-        return self.stage_dir(STAGES[-1].name)
+        return self.stage_dir(self.stages[-1].name)
 
     def stage_parts(self, stage: StageSpec) -> str:
         return self.parts.get(stage.name, stage.parts)
 
     def stage_epochs(self, stage: StageSpec) -> float:
         return self.epochs.get(stage.name, stage.epochs)
+
+    def stage_learning_rate(self, stage: StageSpec) -> float:
+        return self.learning_rates.get(stage.name, stage.learning_rate)
 
 
 def _sizes(scale: float):
@@ -135,28 +164,68 @@ def step_data(config: DemoConfig) -> dict:
     return {"sizes": json.loads(marker.read_text())}
 
 
+def build_command(config: DemoConfig) -> list[str]:
+    """The ``piip-llava build`` arguments that assemble the demo model from the pretrained parts, the way a user
+    assembles CLIP, ConvNeXt and Vicuna (``--branch-weights`` / ``--llm``)."""
+    from piip_llava.model.vision import get_tower_config
+
+    parts, branches = config.parts_dir / "branches", []
+    for branch in get_tower_config(config.tower).branches:
+        # a part pretrained at the branch's own resolution (``clip_96`` for ``demo-clip_96``) if there is one
+        own = parts / f"{branch.name}_{branch.image_size}"
+        branches.append(f"{branch.name}={own if own.is_dir() else parts / branch.name}")
+    return ["build", "--tower", config.tower, "--llm", str(config.parts_dir / "llm"), "--branch-weights", *branches,
+            "--seed", str(config.seed), "--output", str(config.base_model)]  # fmt: skip
+
+
 def step_build(config: DemoConfig) -> dict:
-    from piip_llava.model.tiny import build_tiny_model
+    from piip_llava.model.configuration_piip_llava import PiipLlavaConfig
     from piip_llava.model.vision.flops import count_tower_flops
 
-    model, processor = build_tiny_model(tower=config.tower, seed=config.seed, text_overrides=DEMO_LLM)
-    model.save_pretrained(config.base_model)
-    processor.save_pretrained(config.base_model)
-    flops = count_tower_flops(model.config.vision_config, config.tower)
-    return {"tower": config.tower, "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "vision_mflops": 1000 * flops.vision_gflops, "visual_tokens": model.config.image_seq_length}  # fmt: skip
+    if config.from_scratch:
+        from piip_llava.model.tiny import build_tiny_model
+
+        model, processor = build_tiny_model(tower=config.tower, seed=config.seed, text_overrides=DEMO_LLM)
+        model.save_pretrained(config.base_model)
+        processor.save_pretrained(config.base_model)
+        source = "random"
+    else:
+        from piip_llava.cli import main as cli_main
+
+        if not (config.parts_dir / "parts.json").exists():
+            raise FileNotFoundError(
+                f"no pretrained demo parts in {config.parts_dir} (make them with "
+                "`python scripts/pretrain_demo_parts.py`, or run `piip-llava demo --from-scratch`)"
+            )
+        command = build_command(config)
+        logger.info("$ piip-llava %s", shlex.join(command))
+        if cli_main(command) != 0:
+            raise RuntimeError(f"piip-llava {shlex.join(command)} failed")
+        source = str(config.parts_dir)
+    model_config = PiipLlavaConfig.from_pretrained(config.base_model)
+    flops = count_tower_flops(model_config.vision_config, config.tower)
+    return {"tower": config.tower, "parts": source, "parameters_m": _parameter_count(config.base_model) / 1e6,
+            "vision_mflops": 1000 * flops.vision_gflops, "visual_tokens": model_config.image_seq_length}  # fmt: skip
+
+
+def _parameter_count(model_dir: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as weights:
+        return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())
 
 
 def train_command(config: DemoConfig, index: int) -> list[str]:
     """The `piip-llava train` command line of a stage (one CPU process, no DeepSpeed); each stage starts from the
     previous one's output."""
-    stage, data = STAGES[index], config.data
-    start = config.base_model if index == 0 else config.stage_dir(STAGES[index - 1].name)
+    stage, data, stages = config.stages[index], config.data, config.stages
+    start = config.base_model if index == 0 else config.stage_dir(stages[index - 1].name)
     return [sys.executable, "-m", "piip_llava", "train", "--model_name_or_path", str(start),
             "--data_path", str(data / stage.data_file), "--image_folder", str(data / "images"),
             "--template", stage.template, "--image_aspect_ratio", stage.aspect,
             "--tunable_parts", config.stage_parts(stage), "--num_train_epochs", str(config.stage_epochs(stage)),
-            "--per_device_train_batch_size", str(config.batch_size), "--learning_rate", str(config.learning_rate),
+            "--per_device_train_batch_size", str(config.batch_size),
+            "--learning_rate", str(config.stage_learning_rate(stage)),
             "--weight_decay", "0", "--warmup_steps", "0.03", "--lr_scheduler_type", "cosine",
             "--model_max_length", "512", "--use_cpu", "--report_to", "none", "--save_strategy", "no",
             "--logging_steps", "0.02", "--seed", str(config.seed), "--dataloader_num_workers", "0",
@@ -164,7 +233,7 @@ def train_command(config: DemoConfig, index: int) -> list[str]:
 
 
 def run_stage(config: DemoConfig, index: int) -> dict:
-    output = config.stage_dir(STAGES[index].name)
+    output = config.stage_dir(config.stages[index].name)
     if output.exists():  # an interrupted stage starts over (it saves no checkpoints: it takes minutes)
         shutil.rmtree(output)
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -200,7 +269,7 @@ def step_report(config: DemoConfig, results: dict) -> dict:
     from piip_llava.train.plot import plot_losses, read_losses
 
     points, spans = [], []
-    for stage in STAGES:  # one curve, the stages end to end
+    for stage in config.stages:  # one curve, the stages end to end
         offset = points[-1][0] if points else 0
         losses = read_losses(config.stage_dir(stage.name) / "log.jsonl")
         points += [(step + offset, loss) for step, loss in losses]
@@ -233,25 +302,35 @@ class Step:
     run: Callable[[DemoConfig, dict], dict]
 
 
-STEPS = [
-    Step("data", "synthetic scenes: warm-up text, captions, instruction mix, evaluation sets",
-         lambda c, r: step_data(c)),
-    Step("build", "random tiny PIIP-LLaVA with a local tokenizer", lambda c, r: step_build(c)),
-    *(Step(stage.name, f"{stage.description} (piip-llava train)", lambda c, r, i=index: run_stage(c, i))
-      for index, stage in enumerate(STAGES)),
-    Step("eval", "evaluation: TextVQA, small-text OCR, MMBench, POPE", lambda c, r: step_eval(c)),
-    Step("report", "results table and loss curve", step_report),
-]  # fmt: skip
+def demo_steps(config: DemoConfig) -> list[Step]:
+    """The steps of a run: data, build, the recipe's training stages, eval, report."""
+    build = ("random tiny PIIP-LLaVA with a local tokenizer" if config.from_scratch
+             else f"PIIP-LLaVA from the pretrained demo parts in {config.parts_dir} (piip-llava build)")  # fmt: skip
+    return [
+        Step("data", "synthetic scenes: warm-up text, captions, instruction mix, evaluation sets",
+             lambda c, r: step_data(c)),
+        Step("build", build, lambda c, r: step_build(c)),
+        *(Step(stage.name, f"{stage.description} (piip-llava train)", lambda c, r, i=index: run_stage(c, i))
+          for index, stage in enumerate(config.stages)),
+        Step("eval", "evaluation: TextVQA, small-text OCR, MMBench, POPE", lambda c, r: step_eval(c)),
+        Step("report", "results table and loss curve", step_report),
+    ]  # fmt: skip
 
 
 def run_demo(config: DemoConfig) -> dict:
     """Run (or reuse) every step; returns each step's result with its ``seconds``."""
     done = config.output / ".done"
     done.mkdir(parents=True, exist_ok=True)
+    recipe, recipe_file = ("from-scratch" if config.from_scratch else "pretrained-parts"), done / "recipe"
+    if recipe_file.exists() and recipe_file.read_text() != recipe:
+        raise SystemExit(f"{config.output} holds a {recipe_file.read_text()} run; give another --output for a "
+                         f"{recipe} run (or delete the folder)")  # fmt: skip
+    recipe_file.write_text(recipe)
+    steps = demo_steps(config)
     results, started = {}, time.time()
-    for number, step in enumerate(STEPS, start=1):
+    for number, step in enumerate(steps, start=1):
         marker = done / f"{step.name}.json"
-        prefix = f"[{number}/{len(STEPS)}] {step.name}"
+        prefix = f"[{number}/{len(steps)}] {step.name}"
         if marker.exists():
             results[step.name] = json.loads(marker.read_text())
             logger.info("%s: done in an earlier run (%.0f s), reused", prefix, results[step.name]["seconds"])
@@ -279,8 +358,10 @@ def serve(model_dir: Path) -> int:
 def main(config: DemoConfig) -> int:
     results = run_demo(config)
     build = results["build"]
-    print(f"\nPIIP-LLaVA demo: {build['tower']} tower ({build['vision_mflops']:.1f} MFLOPs, "
-          f"{build['visual_tokens']} visual tokens), {build['parameters_m']:.1f} M parameters")  # fmt: skip
+    recipe = "from scratch" if config.from_scratch else f"from the pretrained parts in {config.parts_dir}"
+    print(f"\nPIIP-LLaVA demo ({recipe}, seed {config.seed}): {build['tower']} tower "
+          f"({build['vision_mflops']:.1f} MFLOPs, {build['visual_tokens']} visual tokens), "
+          f"{build['parameters_m']:.1f} M parameters")  # fmt: skip
     print(results["report"]["table"])
     total = sum(result["seconds"] for result in results.values())
     print(f"loss curve: {results['report']['loss_png']}; trained model: {config.final_model}; "
@@ -297,7 +378,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--scale", type=float, default=defaults.scale, help="multiply every data set's size")
     parser.add_argument("--tower", default=defaults.tower, help="tower preset (piip-llava flops --list)")
-    stage_names = ", ".join(stage.name for stage in STAGES)
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="start every part random (LLM warm-up, then stage 1 also trains the branches and LLM) "
+        "instead of from the pretrained demo parts",
+    )
+    parser.add_argument(
+        "--parts-dir", default=str(defaults.parts_dir), help="pretrained demo parts (scripts/pretrain_demo_parts.py)"
+    )
+    stage_names = ", ".join(STAGE_NAMES)
     parser.add_argument(
         "--parts",
         action="append",
@@ -305,10 +395,22 @@ def add_arguments(parser) -> None:
         metavar="STAGE=PARTS",
         help=f"tunable parts of a stage ({stage_names}), e.g. stage2=projector,vision_branches,llm",
     )
-    epochs = ", ".join(f"{stage.name}={stage.epochs:g}" for stage in STAGES)
-    parser.add_argument("--epochs", action="append", default=[], metavar="STAGE=N",
-                        help=f"epochs of a stage (defaults: {epochs})")  # fmt: skip
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    epochs = ", ".join(f"{stage.name}={stage.epochs:g}" for stage in PAPER_STAGES)
+    parser.add_argument(
+        "--epochs",
+        action="append",
+        default=[],
+        metavar="STAGE=N",
+        help=f"epochs of a stage (defaults: {epochs}; from scratch: warmup=1, stage1=2, stage2=1)",
+    )
+    rates = ", ".join(f"{stage.name}={stage.learning_rate:g}" for stage in PAPER_STAGES)
+    parser.add_argument(
+        "--learning-rate",
+        action="append",
+        default=[],
+        metavar="STAGE=LR",
+        help=f"peak learning rate of a stage (defaults: {rates}; from scratch: 1e-3)",
+    )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--no-serve", action="store_true", help="do not start the local serving stack at the end "
                         "(also DEMO_SERVE=0)")  # fmt: skip
@@ -318,7 +420,7 @@ def _stage_values(pairs: list[str], convert) -> dict:
     values = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        names = [stage.name for stage in STAGES]
+        names = list(STAGE_NAMES)
         if name not in names or not value:
             raise SystemExit(f"expected STAGE=VALUE with STAGE in {', '.join(names)}, got {pair!r}")
         values[name] = convert(value)
@@ -334,7 +436,9 @@ def run(args) -> int:
         tower=args.tower,
         parts=_stage_values(args.parts, str),
         epochs=_stage_values(args.epochs, float),
-        learning_rate=args.learning_rate,
+        from_scratch=args.from_scratch,
+        parts_dir=Path(args.parts_dir),
+        learning_rates=_stage_values(args.learning_rate, float),
         batch_size=args.batch_size,
         serve=not args.no_serve and os.environ.get("DEMO_SERVE", "1") != "0",
     )

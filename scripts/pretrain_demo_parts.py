@@ -1,18 +1,20 @@
 """Pretrain the quickstart's parts on the synthetic scene world, as the paper's parts are pretrained before
 PIIP-LLaVA training (docs/design.md): the ``demo-convnext-clip_128-64`` tower's branches and the demo LLM.
 
-- Each vision branch, at its own resolution, learns supervised attributes of a scene (which colours and shapes are
-  present, how many shapes, which words are written) through a linear head on its mean-pooled features. The branch
-  is trained as the plain ``transformers`` backbone (``CLIPVisionModel`` / ``ConvNextModel``) and saved with
-  ``save_pretrained``, so ``piip-llava build --branch-weights NAME=DIR`` loads it as it loads a real CLIP.
+- Each vision branch, at its own resolution, learns what every token of its output grid covers (nothing, one of
+  the shapes or one of the 24 words, and its colour) and how many shapes the scene has, through linear heads. The
+  branch is trained as the plain ``transformers`` backbone (``CLIPVisionModel`` / ``ConvNextModel``) and saved
+  with ``save_pretrained``, so ``piip-llava build --branch-weights NAME=DIR`` loads it as it loads a real CLIP.
 - The LLM (``DEMO_LLM``, a tiny Llama with the locally trained BPE tokenizer) learns the warm-up conversations in
   the ``vicuna_v1`` chat format: short answers, copying a word from a "Reference OCR token" line, option letters.
   It is saved as an HF LLM directory with its tokenizer (``--llm DIR``).
 
-Outputs under ``--output``: ``branches/<name>/``, ``llm/``, ``log.jsonl`` (one line per step and part) and
-``parts.json`` (command, seed, steps, final losses and held-out accuracies). Deterministic given ``--seed``.
+Outputs under ``--output`` (default: the committed ``playground/demo_parts``): ``branches/<name>/``, ``llm/``,
+``logs/<part>.jsonl.gz`` (loss and statistics of every step) and ``parts.json`` (per part: the command, seed, steps,
+held-out results before and after). ``--parts`` retrains some parts and keeps the others. Deterministic given
+``--seed`` and the settings.
 
-    python scripts/pretrain_demo_parts.py --output playground/demo_parts
+    python scripts/pretrain_demo_parts.py                     # all parts into playground/demo_parts
     piip-llava build --tower demo-convnext-clip_128-64 --llm playground/demo_parts/llm \\
         --branch-weights clip=playground/demo_parts/branches/clip convnext=playground/demo_parts/branches/convnext \\
         --output playground/demo_base
@@ -21,8 +23,10 @@ Outputs under ``--output``: ``branches/<name>/``, ``llm/``, ``log.jsonl`` (one l
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
+import math
 import random
 import shlex
 import sys
@@ -32,12 +36,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import ImageFont
 from torch import nn
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, ConvNextModel
 
+from piip_llava.data import scenes
 from piip_llava.data.preprocess import tokenize_conversation
 from piip_llava.data.scene_sets import TRAIN_SCENE, warmup_turns
-from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, random_scene, render_scene
+from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, SceneSpec, random_scene, render_scene
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
 from piip_llava.model.tiny import tiny_text_config, train_tokenizer
@@ -46,71 +52,133 @@ from piip_llava.model.vision.weights import HF_MODEL_CLASSES
 
 logger = logging.getLogger("pretrain_demo_parts")
 
-# Multi-label targets: colour present, shape present, word present; plus the shape count as a 5-way class.
-PRESENCE_LABELS = [f"color:{c}" for c in COLORS] + [f"shape:{s}" for s in SHAPES] + [f"word:{w}" for w in VOCABULARY]
+# Steps per branch: the ConvNeXt at 128 px learns to read the words (small ones included) after ~1,000 steps of
+# plateau; the pyramid's ViT at 64 px, which cannot read small text at all, learns colours and shapes in fewer.
+# ``clip_96`` is the single-branch baseline's ViT (``demo-clip_96``), pretrained the same way at its own resolution
+# (docs/pyramid_vs_single.md): a branch pretrained at 64 px has never seen small text legibly. It gets as many
+# steps as the pyramid's ConvNeXt.
+BRANCH_STEPS = {"clip": 1500, "convnext": 4000, "clip_96": 4000}
+SINGLE_TOWER = "demo-clip_96"
+# The shape count is a 5-way class on the mean of the tokens.
 MAX_SHAPES = TRAIN_SCENE.shapes[1]
+# Branch pretraining scenes carry more words than the instruction data: reading is the slowest skill to learn.
+PRETRAIN_SCENE = SceneSpec(shapes=(0, MAX_SHAPES), words=(1, 3))
 IGNORE_INDEX = -100
 
 
-def scene_batch(
-    rng: random.Random, batch_size: int, image_size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rendered scenes normalised as the PIIP processor does, with presence labels and shape counts.
+# Dense targets, one per token of the branch's output grid: what covers the token (nothing, a shape kind, a word)
+# and its colour. A token is labelled with an item when its centre lies inside the item's box.
+ITEM_CLASSES = ["none", *SHAPES, *(f"word:{w}" for w in VOCABULARY)]
+COLOR_CLASSES = ["none", *COLORS]
 
-    Returns pixels (B, 3, S, S), presence (B, len(PRESENCE_LABELS)) in {0, 1} and counts (B,) in [0, MAX_SHAPES].
-    """
+
+def item_box(item, image_size: int) -> tuple[float, float, float, float]:
+    """The item's box (x0, y0, x1, y1) in fractions of the canvas, as :func:`render_scene` draws it."""
+    row, col = divmod(item.cell, 3)
+    cx, cy = (col + 0.5 + item.jitter[0]) / 3, (row + 0.5 + item.jitter[1]) / 3
+    if item.is_word:
+        pixels = max(1, round(scenes.TEXT_SIZES[item.text_size] * image_size / scenes.BASE_SIZE))
+        half_w = ImageFont.load_default(size=pixels).getlength(item.text) / image_size / 2
+        half_h = 0.35 * pixels / image_size
+    else:
+        half_w = half_h = 0.32 * item.scale / 3
+    return cx - half_w, cy - half_h, cx + half_w, cy + half_h
+
+
+def dense_targets(scene, image_size: int, grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grid*grid,) item-class and colour targets, and whether the token shows small text (for the statistics);
+    the token holding an item's centre always gets the item."""
+    items = torch.zeros(grid, grid, dtype=torch.long)
+    colors = torch.zeros(grid, grid, dtype=torch.long)
+    small = torch.zeros(grid, grid, dtype=torch.bool)
+    centres = (torch.arange(grid) + 0.5) / grid
+    for item in scene.items:
+        x0, y0, x1, y1 = item_box(item, image_size)
+        rows = ((centres >= y0) & (centres <= y1)).nonzero().flatten().tolist()
+        cols = ((centres >= x0) & (centres <= x1)).nonzero().flatten().tolist()
+        cells = {(r, c) for r in rows for c in cols} | {(min(grid - 1, int((y0 + y1) / 2 * grid)),
+                                                         min(grid - 1, int((x0 + x1) / 2 * grid)))}  # fmt: skip
+        label = ITEM_CLASSES.index(f"word:{item.text}" if item.is_word else item.kind)
+        for r, c in cells:
+            items[r, c], colors[r, c] = label, COLOR_CLASSES.index(item.color)
+            small[r, c] = item.text_size == "small"
+    return items.flatten(), colors.flatten(), small.flatten()
+
+
+def scene_batch(rng: random.Random, batch_size: int, image_size: int, grid: int) -> dict[str, torch.Tensor]:
+    """Rendered scenes normalised as the PIIP processor does, with their targets: ``pixels`` (B, 3, S, S),
+    ``counts`` (B,) in [0, MAX_SHAPES], ``items`` and ``colors`` (B, grid*grid) dense class indices, ``small``
+    (B, grid*grid) where small text is."""
     mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
-    pixels, presence, counts = [], [], []
+    batch = {"pixels": [], "counts": [], "items": [], "colors": [], "small": []}
     for _ in range(batch_size):
-        scene = random_scene(rng, TRAIN_SCENE)
+        scene = random_scene(rng, PRETRAIN_SCENE)
         array = (np.asarray(render_scene(scene, image_size), np.float32) / 255.0 - mean) / std
-        pixels.append(torch.from_numpy(array).permute(2, 0, 1))  # (S, S, 3) -> (3, S, S)
-        present = {f"color:{s.color}" for s in scene.shapes} | {f"shape:{s.kind}" for s in scene.shapes}
-        present |= {f"word:{w.text}" for w in scene.words}
-        presence.append(torch.tensor([label in present for label in PRESENCE_LABELS], dtype=torch.float32))
-        counts.append(len(scene.shapes))
-    return torch.stack(pixels), torch.stack(presence), torch.tensor(counts)
+        batch["pixels"].append(torch.from_numpy(array).permute(2, 0, 1))  # (S, S, 3) -> (3, S, S)
+        batch["counts"].append(torch.tensor(len(scene.shapes)))
+        for name, value in zip(("items", "colors", "small"), dense_targets(scene, image_size, grid)):
+            batch[name].append(value)
+    return {name: torch.stack(values) for name, values in batch.items()}
 
 
 class AttributeProbe(nn.Module):
-    """A ``transformers`` backbone and a linear head on every token of its last hidden state (the features a PIIP
-    branch hands on: CLIP before ``post_layernorm``, ConvNeXt before its final norm). Presence is the head's maximum
-    over tokens (a word is present if some token sees it; a mean would dilute one small word among 64 tokens); the
-    count is its mean, i.e. the head on mean-pooled features."""
+    """A ``transformers`` backbone and linear heads on every token of its last hidden state (the features a PIIP
+    branch hands on: CLIP's patch tokens before ``post_layernorm``, ConvNeXt's grid before its final norm).
+
+    Dense heads classify what each token covers (nothing, a shape kind or one of the words, and its colour), the
+    way the projector later reads the tokens; the count head reads the mean of the tokens. (A presence head on the
+    maximum over tokens, tried first, never learned the words: it stayed at "absent" for every word.)"""
 
     def __init__(self, backbone: nn.Module, width: int) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(width, len(PRESENCE_LABELS) + MAX_SHAPES + 1)
+        self.count_head = nn.Linear(width, MAX_SHAPES + 1)
+        self.item_head = nn.Linear(width, len(ITEM_CLASSES))
+        self.color_head = nn.Linear(width, len(COLOR_CLASSES))
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.backbone(pixel_values=pixels).last_hidden_state
-        tokens = hidden if hidden.dim() == 3 else hidden.flatten(2).transpose(1, 2)  # (B, D, H, W) -> (B, HW, D)
-        token_logits = self.head(tokens)  # (B, N, labels)
-        presence = token_logits[..., : len(PRESENCE_LABELS)].amax(dim=1)
-        return presence, token_logits[..., len(PRESENCE_LABELS) :].mean(dim=1)
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.backbone, ConvNextModel):  # (B, D, H, W) -> (B, HW, D)
+            return self.backbone(pixel_values=pixels).last_hidden_state.flatten(2).transpose(1, 2)
+        # CLIP: its position table keeps the pretraining size (``image_size`` of the backbone config), interpolated
+        # to other inputs as the PIIP branch does; drop the class token
+        return self.backbone(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state[:, 1:]
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        tokens = self.tokens(pixels)
+        return {
+            "counts": self.count_head(tokens.mean(dim=1)),
+            "items": self.item_head(tokens),
+            "colors": self.color_head(tokens),
+        }
 
 
 def _rate(hits: torch.Tensor, where: torch.Tensor) -> float:
     return (hits & where).sum().item() / max(1, where.sum().item())
 
 
-def probe_loss(probe: AttributeProbe, batch) -> tuple[torch.Tensor, dict]:
-    """Presence BCE summed over the labels (averaged, it would be dwarfed by the count loss) plus the count's CE;
-    held-out statistics: balanced presence accuracy per label group and count accuracy."""
-    pixels, presence, counts = batch
-    presence_logits, count_logits = probe(pixels)
-    presence_loss = F.binary_cross_entropy_with_logits(presence_logits, presence, reduction="none").sum(-1).mean()
-    loss = presence_loss + F.cross_entropy(count_logits, counts)
+def _dense_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the item tokens plus a fifth of it on the background tokens (most tokens are background)."""
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    on_item = targets.flatten() > 0
+    return loss[on_item].mean() + 0.2 * loss[~on_item].mean()
+
+
+def probe_loss(probe: AttributeProbe, batch: dict) -> tuple[torch.Tensor, dict]:
+    """Dense item and colour CE plus the count's CE; statistics: accuracy of the item class on word tokens (and
+    those of small words) and on shape tokens, of the colour on item tokens, and of the count."""
+    out = probe(batch["pixels"])
+    loss = (F.cross_entropy(out["counts"], batch["counts"]) + _dense_loss(out["items"], batch["items"])
+            + _dense_loss(out["colors"], batch["colors"]))  # fmt: skip
     with torch.no_grad():
-        predicted = presence_logits > 0
-        stats = {}
-        for group in ("color", "shape", "word"):
-            columns = torch.tensor([label.startswith(group + ":") for label in PRESENCE_LABELS])
-            hits, truth = predicted[:, columns], presence[:, columns] == 1
-            # (true-positive rate + true-negative rate) / 2: 0.5 for a head that predicts "absent" everywhere
-            stats[f"{group}_balanced_accuracy"] = 0.5 * (_rate(hits, truth) + _rate(~hits, ~truth))
-        stats["count_accuracy"] = (count_logits.argmax(-1) == counts).float().mean().item()
+        predicted_items, items = out["items"].argmax(-1), batch["items"]
+        is_word = items > len(SHAPES)
+        stats = {
+            "word_token_accuracy": _rate(predicted_items == items, is_word),
+            "small_word_token_accuracy": _rate(predicted_items == items, is_word & batch["small"]),
+            "shape_token_accuracy": _rate(predicted_items == items, (items > 0) & ~is_word),
+            "color_token_accuracy": _rate(out["colors"].argmax(-1) == batch["colors"], items > 0),
+            "count_accuracy": (out["counts"].argmax(-1) == batch["counts"]).float().mean().item(),
+        }
     return loss, stats
 
 
@@ -133,19 +201,35 @@ def evaluate_probe(probe: AttributeProbe, batch) -> dict:
     return {"loss": loss.item(), **stats}
 
 
-def train_branch(branch, args, log) -> tuple[AttributeProbe, dict]:
-    """Train one branch's probe for ``args.branch_steps`` steps; returns it and held-out metrics before/after."""
+WARMUP_STEPS = 50
+
+
+def decay_factor(step: int, steps: int, decay: float = 0.2) -> float:
+    """A short linear warm-up, a constant learning rate, then a linear decay to zero over the last ``decay`` of the
+    steps. (Reading words starts late, after a plateau of about a thousand steps: a cosine schedule would have slowed
+    it down by then.)"""
+    return min(1.0, (step + 1) / WARMUP_STEPS, (steps - step) / max(1.0, decay * steps))
+
+
+def train_branch(part: str, branch, args, log) -> tuple[AttributeProbe, dict]:
+    """Train one branch's probe for its ``--branch-steps``; returns it and held-out metrics before/after."""
     probe = branch_probe(branch, args.seed)
-    held_out = scene_batch(random.Random(f"{args.seed}-heldout"), args.eval_size, branch.image_size)
+    with torch.no_grad():
+        grid = math.isqrt(probe.tokens(torch.zeros(1, 3, branch.image_size, branch.image_size)).shape[1])
+    held_out = scene_batch(random.Random(f"{args.seed}-heldout"), args.eval_size, branch.image_size, grid)
     initial = evaluate_probe(probe, held_out)
-    rng = random.Random(f"{args.seed}-branch-{branch.name}")
+    rng = random.Random(f"{args.seed}-branch-{part}")
+    steps = args.branch_steps[part]
     optimizer = torch.optim.AdamW(probe.parameters(), lr=args.branch_lr, weight_decay=0.01)
-    for step in range(1, args.branch_steps + 1):
-        loss, stats = probe_loss(probe, scene_batch(rng, args.batch_size, branch.image_size))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay_factor(step, steps))
+    for step in range(1, steps + 1):
+        loss, stats = probe_loss(probe, scene_batch(rng, args.batch_size, branch.image_size, grid))
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(probe.parameters(), 1.0)  # one run without it diverged at step ~1,500
         optimizer.step()
-        log({"part": f"branch:{branch.name}", "step": step, "loss": loss.item(), **stats})
+        schedule.step()
+        log({"part": part, "step": step, "loss": loss.item(), **stats})
     return probe, {"initial": initial, "final": evaluate_probe(probe, held_out)}
 
 
@@ -168,89 +252,159 @@ def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int):
     return conversation_batch(samples)
 
 
-def llm_loss(llm, batch) -> tuple[torch.Tensor, dict]:
+def llm_loss(llm, batch, letter_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """Answer-token CE; statistics: answer-token accuracy, and on the option-letter answers alone (``letter_ids``,
+    the tokens of A-D: multiple-choice answers are the only answers made of them)."""
     input_ids, labels, mask = batch
     logits = llm(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
     targets = labels[:, 1:]
     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
     with torch.no_grad():
-        answered = targets != IGNORE_INDEX
-        accuracy = ((logits.argmax(-1) == targets) & answered).sum() / answered.sum()
-    return loss, {"answer_token_accuracy": accuracy.item()}
+        right = logits.argmax(-1) == targets
+        stats = {"answer_token_accuracy": _rate(right, targets != IGNORE_INDEX)}
+        if letter_ids is not None:
+            stats["letter_accuracy"] = _rate(right, torch.isin(targets, letter_ids))
+    return loss, stats
+
+
+def letter_token_ids(tokenizer) -> torch.Tensor:
+    """The token ids of the option letters as an answer spells them."""
+    ids = {tokenizer(f" {letter}", add_special_tokens=False)["input_ids"][-1] for letter in "ABCD"}
+    return torch.tensor(sorted(ids))
+
+
+# The demo LLM's weights start at std 0.08 (about 1/sqrt(hidden_size)) instead of Llama's 0.02, which is meant for
+# widths in the thousands: at 0.02 a 128-wide model's attention starts uniform and no head learns to look at a
+# token's neighbour, so option letters (two tokens before the option's text) stay at chance for thousands of steps
+# (measured with benchmarks/llm_skills.py; docs/quickstart.md).
+LLM_INIT_STD = 0.08
 
 
 def build_llm(tokenizer, seed: int):
-    config = tiny_text_config(tokenizer, "llama", DEMO_LLM)
+    config = tiny_text_config(tokenizer, "llama", {**DEMO_LLM, "initializer_range": LLM_INIT_STD})
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
 
 
-def evaluate_llm(llm, batch) -> dict:
+def evaluate_llm(llm, batch, letter_ids: torch.Tensor) -> dict:
     llm.eval()
     with torch.no_grad():
-        loss, stats = llm_loss(llm, batch)
+        loss, stats = llm_loss(llm, batch, letter_ids)
     llm.train()
     return {"loss": loss.item(), **stats}
 
 
 def train_llm(args, log):
-    """Train the demo LLM on warm-up conversations; returns it, its tokenizer and held-out metrics."""
+    """Train the demo LLM on warm-up conversations; returns it, its tokenizer and held-out metrics (also logged
+    every 250 steps, as ``held_out_*``)."""
     tokenizer = train_tokenizer()
+    letters = letter_token_ids(tokenizer)
     llm = build_llm(tokenizer, args.seed)
     held_out = text_batch(random.Random(f"{args.seed}-text-heldout"), tokenizer, args.eval_size, args.max_length)
-    initial = evaluate_llm(llm, held_out)
+    initial = evaluate_llm(llm, held_out, letters)
     rng = random.Random(f"{args.seed}-text")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay_factor(step, args.llm_steps))
     for step in range(1, args.llm_steps + 1):
-        loss, stats = llm_loss(llm, text_batch(rng, tokenizer, args.llm_batch_size, args.max_length))
+        loss, stats = llm_loss(llm, text_batch(rng, tokenizer, args.llm_batch_size, args.max_length), letters)
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
+        if step % 250 == 0:
+            stats.update({f"held_out_{k}": v for k, v in evaluate_llm(llm, held_out, letters).items()})
         log({"part": "llm", "step": step, "loss": loss.item(), **stats})
-    return llm, tokenizer, {"initial": initial, "final": evaluate_llm(llm, held_out)}
+    return llm, tokenizer, {"initial": initial, "final": evaluate_llm(llm, held_out, letters)}
+
+
+PART_NAMES = ("clip", "convnext", "clip_96", "llm")
+
+
+def part_branches() -> dict:
+    """Part name -> branch config: the demo tower's branches by name, the single baseline's ViT as ``clip_96``."""
+    branches = {branch.name: branch for branch in get_tower_config(DEMO_TOWER).branches}
+    single = get_tower_config(SINGLE_TOWER).branches[0]
+    return {**branches, f"{single.name}_{single.image_size}": single}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("playground/demo_parts"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--branch-steps", type=int, default=600, help="training steps per vision branch")
-    parser.add_argument("--llm-steps", type=int, default=200)
+    parser.add_argument(
+        "--branch-steps",
+        nargs="*",
+        default=[],
+        metavar="NAME=N",
+        help=f"training steps of a branch (defaults: {BRANCH_STEPS}), or N for every branch",
+    )
+    parser.add_argument("--llm-steps", type=int, default=2500)
+    parser.add_argument(
+        "--parts",
+        nargs="*",
+        default=list(PART_NAMES),
+        choices=PART_NAMES,
+        help="the parts to (re)train; the others keep their files",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="scenes per branch step")
     parser.add_argument("--llm-batch-size", type=int, default=16, help="conversations per LLM step")
     parser.add_argument("--eval-size", type=int, default=128, help="held-out scenes / conversations")
-    parser.add_argument("--branch-lr", type=float, default=2e-3)
+    parser.add_argument("--branch-lr", type=float, default=3e-3)
     parser.add_argument("--llm-lr", type=float, default=2e-3)
     parser.add_argument("--max-length", type=int, default=512)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    steps = dict(BRANCH_STEPS)
+    for value in args.branch_steps:
+        name, _, count = value.rpartition("=")
+        if name and name not in steps:
+            parser.error(f"--branch-steps: unknown branch {name!r}; valid: {', '.join(steps)}")
+        for key in [name] if name else list(steps):
+            steps[key] = int(count)
+    args.branch_steps = steps
+    return args
+
+
+def part_settings(args, part: str) -> dict:
+    if part == "llm":
+        return {"steps": args.llm_steps, "batch_size": args.llm_batch_size, "lr": args.llm_lr}
+    return {"steps": args.branch_steps[part], "batch_size": args.batch_size, "lr": args.branch_lr}
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the ``--parts`` asked for (default: all) and record each in ``parts.json`` with the command that made
+    it; a part not retrained keeps its files and record."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args.output.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(args.output / "log.jsonl", "w") as log_file:
-
-        def log(record: dict) -> None:
-            record["seconds"] = round(time.perf_counter() - started, 2)
-            log_file.write(json.dumps(record) + "\n")
-            if record["step"] % 50 == 0:
-                logger.info("%s step %d loss %.4f", record["part"], record["step"], record["loss"])
-
-        results = {}
-        for branch in get_tower_config(DEMO_TOWER).branches:
-            probe, results[f"branch:{branch.name}"] = train_branch(branch, args, log)
-            probe.backbone.save_pretrained(args.output / "branches" / branch.name)
-        llm, tokenizer, results["llm"] = train_llm(args, log)
-        llm.save_pretrained(args.output / "llm")
-        tokenizer.save_pretrained(args.output / "llm")
+    (args.output / "logs").mkdir(parents=True, exist_ok=True)
     command = "python scripts/pretrain_demo_parts.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    parts = {"command": command.strip(), "seed": args.seed, "tower": DEMO_TOWER,
-             **{name: getattr(args, name) for name in ("branch_steps", "llm_steps", "batch_size", "llm_batch_size")},
-             "results": results, "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
-    (args.output / "parts.json").write_text(json.dumps(parts, indent=2) + "\n")
-    logger.info("parts in %s (%.0f s): %s", args.output, parts["seconds"], json.dumps(results))
+    record_file = args.output / "parts.json"
+    branches = part_branches()
+    for part in args.parts:
+        started = time.perf_counter()
+        with gzip.open(args.output / "logs" / f"{part}.jsonl.gz", "wt") as log_file:
+
+            def log(entry: dict, log_file=log_file, started=started) -> None:
+                entry = {key: round(value, 5) if isinstance(value, float) else value for key, value in entry.items()}
+                log_file.write(json.dumps({**entry, "seconds": round(time.perf_counter() - started, 1)}) + "\n")
+                if entry["step"] % 100 == 0:
+                    stats = " ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in ("part", "step"))
+                    logger.info("%s step %d %s", entry["part"], entry["step"], stats)
+
+            if part == "llm":
+                llm, tokenizer, results = train_llm(args, log)
+                llm.save_pretrained(args.output / "llm")
+                tokenizer.save_pretrained(args.output / "llm")
+            else:
+                probe, results = train_branch(part, branches[part], args, log)
+                probe.backbone.save_pretrained(args.output / "branches" / part)
+        entry = {"command": command.strip(), "seed": args.seed, **part_settings(args, part), "results": results,
+                 "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+        # read just before writing: another run may have recorded another part meanwhile
+        parts = json.loads(record_file.read_text())["parts"] if record_file.exists() else {}
+        record = {"tower": DEMO_TOWER, "parts": {**parts, part: entry}}
+        record_file.write_text(json.dumps(record, indent=2) + "\n")
+        logger.info("%s in %s (%.0f s): %s", part, args.output, entry["seconds"], json.dumps(results))
     return 0
 
 

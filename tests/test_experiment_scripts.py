@@ -55,3 +55,34 @@ def test_report_averages_seeds_and_draws_the_plot(tmp_path):
     assert "| **5.0** (0.0 / 10.0) |" in table and "**6.5** (1.5 / 11.5) | 2 |" in table
     report.plot(runs, tmp_path / "plot.png")
     assert Image.open(tmp_path / "plot.png").size == (900, 420)
+
+
+def test_tower_probe_configs_load_the_committed_parts_and_a_short_run_reports(tmp_path):
+    probe = load_script("tower_probe")
+    from piip_llava.model.vision.flops import count_tower_flops
+
+    flops = {name: count_tower_flops(probe.tower_config(*sizes)).vision_gflops for name, sizes in probe.TOWERS.items()}
+    assert flops["single@64"] < flops["single@96"] < flops["single@128"]  # the sweep is ordered by FLOPs
+    assert flops["pyramid@64-128"] < flops["single@128"]
+    # the demo preset is the sweep's 64-128 pyramid, FLOPs for FLOPs
+    from piip_llava.model.vision import get_tower_config
+
+    assert abs(count_tower_flops(get_tower_config("demo-convnext-clip_128-64")).vision_gflops
+               - flops["pyramid@64-128"]) < 1e-9  # fmt: skip
+    output = tmp_path / "probe.json"
+    argv = ["--towers", "single@64", "pyramid@48-96", "--steps", "2", "--batch-size", "4", "--eval-size", "8",
+            "--output", str(output)]  # fmt: skip
+    assert probe.main(argv) == 0
+    runs = json.loads(output.read_text())["runs"]
+    assert [run["tower"] for run in runs] == ["single@64", "pyramid@48-96"]
+    assert all(0.0 <= run["accuracy"] <= 1.0 and run["steps"] == 2 for run in runs)
+    # one small word per scene, its vocabulary index the label
+    import random
+
+    from piip_llava.data.scenes import VOCABULARY, random_scene
+
+    pixels, labels = probe.batch(random.Random(0), 3)
+    scenes = [random_scene(rng, probe.DETAIL_SCENE) for rng in [random.Random(0)] for _ in range(3)]
+    assert pixels.shape == (3, 3, 128, 128)
+    assert labels.tolist() == [VOCABULARY.index(scene.words[0].text) for scene in scenes]
+    assert all(len(scene.words) == 1 and scene.words[0].text_size == "small" for scene in scenes)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The pyramid-vs-single experiment (docs/pyramid_vs_single.md): the quickstart recipe, same synthetic data, same
-# steps, three vision towers:
+# The pyramid-vs-single experiment (docs/pyramid_vs_single.md): the quickstart recipe (the paper's, from the
+# pretrained demo parts in playground/demo_parts), same synthetic data, same steps, three vision towers:
 #   (a) piip             PIIP, CLIP-shaped ViT @64 px + a smaller ConvNeXt @128 px, with interactions
 #   (b) single           the ViT alone @96 px (vision FLOPs >= the pyramid's)
 #   (c) no_interactions  the pyramid with its interactions frozen at the zero-gate init (branches independent)
 # then a table and a plot in docs/.
 #
-#   bash scripts/experiments/pyramid_vs_single.sh            # ~30 min on 2 CPU cores
-#   OUT=/tmp/pvs SEEDS="0 1" bash scripts/experiments/pyramid_vs_single.sh
+#   bash scripts/experiments/pyramid_vs_single.sh            # one seed
+#   OUT=/tmp/pvs SEEDS="0 1 2" bash scripts/experiments/pyramid_vs_single.sh
 set -euo pipefail
 OUT=${OUT:-playground/experiments/pyramid_vs_single}
 SEEDS=${SEEDS:-0}
