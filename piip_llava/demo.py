@@ -79,7 +79,7 @@ class StageSpec:
 PAPER_STAGES = [
     StageSpec("stage1", "pretrain.json", "plain", "square", "projector", 1.0, 1e-3,
               "stage 1: projector alignment on captions (plain template)"),
-    StageSpec("stage2", "instruct.json", "vicuna_v1", "pad", ALL_PARTS, 1.0, 5e-4,
+    StageSpec("stage2", "instruct.json", "vicuna_v1", "pad", ALL_PARTS, 1.0, 1e-3,
               "stage 2: instruction tuning, all parts (vicuna_v1)"),
 ]  # fmt: skip
 # ``--from-scratch``: everything starts random, so an LLM warm-up comes first and stage 1 also trains the branches

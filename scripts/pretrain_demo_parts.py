@@ -42,10 +42,11 @@ from transformers import AutoModelForCausalLM, ConvNextModel
 
 from piip_llava.data import scenes
 from piip_llava.data.preprocess import tokenize_conversation
-from piip_llava.data.scene_sets import TRAIN_SCENE, warmup_turns
-from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, SceneSpec, random_scene, render_scene
+from piip_llava.data.scene_sets import TRAIN_SCENE, _scene_with_items, warmup_turns
+from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, SceneSpec, caption, random_scene, render_scene
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
+from piip_llava.model.conversation import IMAGE_TOKEN
 from piip_llava.model.tiny import tiny_text_config, train_tokenizer
 from piip_llava.model.vision import get_tower_config
 from piip_llava.model.vision.weights import HF_MODEL_CLASSES
@@ -246,9 +247,22 @@ def conversation_batch(samples: list) -> tuple[torch.Tensor, torch.Tensor, torch
     return input_ids, labels, mask
 
 
-def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int):
+def caption_sample(rng: random.Random, tokenizer, max_length: int):
+    """A scene caption as language-model text, in stage 1's ``plain`` format without the image: loss on the
+    caption. Vicuna models any text; a demo LLM trained on answers alone cannot write a caption, and stage 1 (a
+    frozen LLM, the projector alone learning) then has nothing to align the image to."""
+    turns = [
+        {"from": "human", "value": IMAGE_TOKEN},
+        {"from": "gpt", "value": caption(_scene_with_items(rng, TRAIN_SCENE))},
+    ]
+    return tokenize_conversation(turns, tokenizer, "plain", 0, 1, max_length)
+
+
+def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, captions: int = 0):
+    """``batch_size`` warm-up conversations (``vicuna_v1``, loss on the answers) and ``captions`` captions."""
     samples = [tokenize_conversation(warmup_turns(rng), tokenizer, "vicuna_v1", 0, 0, max_length)
                for _ in range(batch_size)]  # fmt: skip
+    samples += [caption_sample(rng, tokenizer, max_length) for _ in range(captions)]
     return conversation_batch(samples)
 
 
@@ -301,21 +315,29 @@ def train_llm(args, log):
     letters = letter_token_ids(tokenizer)
     llm = build_llm(tokenizer, args.seed)
     held_out = text_batch(random.Random(f"{args.seed}-text-heldout"), tokenizer, args.eval_size, args.max_length)
-    initial = evaluate_llm(llm, held_out, letters)
+    held_out_captions = text_batch(random.Random(f"{args.seed}-caption-heldout"), tokenizer, 0, args.max_length,
+                                   args.eval_size)  # fmt: skip
+
+    def evaluate() -> dict:
+        captions = evaluate_llm(llm, held_out_captions, letters)
+        return {**evaluate_llm(llm, held_out, letters), "caption_loss": captions["loss"]}
+
+    initial = evaluate()
     rng = random.Random(f"{args.seed}-text")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay_factor(step, args.llm_steps))
     for step in range(1, args.llm_steps + 1):
-        loss, stats = llm_loss(llm, text_batch(rng, tokenizer, args.llm_batch_size, args.max_length), letters)
+        batch = text_batch(rng, tokenizer, args.llm_batch_size, args.max_length, args.llm_captions)
+        loss, stats = llm_loss(llm, batch, letters)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         if step % 250 == 0:
-            stats.update({f"held_out_{k}": v for k, v in evaluate_llm(llm, held_out, letters).items()})
+            stats.update({f"held_out_{k}": v for k, v in evaluate().items()})
         log({"part": "llm", "step": step, "loss": loss.item(), **stats})
-    return llm, tokenizer, {"initial": initial, "final": evaluate_llm(llm, held_out, letters)}
+    return llm, tokenizer, {"initial": initial, "final": evaluate()}
 
 
 PART_NAMES = ("clip", "convnext", "clip_96", "llm")
@@ -349,6 +371,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="scenes per branch step")
     parser.add_argument("--llm-batch-size", type=int, default=16, help="conversations per LLM step")
+    parser.add_argument("--llm-captions", type=int, default=8, help="captions (language modelling) per LLM step")
     parser.add_argument("--eval-size", type=int, default=128, help="held-out scenes / conversations")
     parser.add_argument("--branch-lr", type=float, default=3e-3)
     parser.add_argument("--llm-lr", type=float, default=2e-3)
@@ -367,7 +390,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def part_settings(args, part: str) -> dict:
     if part == "llm":
-        return {"steps": args.llm_steps, "batch_size": args.llm_batch_size, "lr": args.llm_lr}
+        return {
+            "steps": args.llm_steps,
+            "batch_size": args.llm_batch_size,
+            "captions": args.llm_captions,
+            "lr": args.llm_lr,
+        }
     return {"steps": args.branch_steps[part], "batch_size": args.batch_size, "lr": args.branch_lr}
 
 

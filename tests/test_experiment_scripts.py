@@ -84,5 +84,6 @@ def test_tower_probe_configs_load_the_committed_parts_and_a_short_run_reports(tm
     pixels, labels = probe.batch(random.Random(0), 3)
     scenes = [random_scene(rng, probe.DETAIL_SCENE) for rng in [random.Random(0)] for _ in range(3)]
     assert pixels.shape == (3, 3, 128, 128)
+    assert probe.batch(random.Random(0), 2, 96)[0].shape == (2, 3, 96, 96)  # resized to the tower's input size
     assert labels.tolist() == [VOCABULARY.index(scene.words[0].text) for scene in scenes]
     assert all(len(scene.words) == 1 and scene.words[0].text_size == "small" for scene in scenes)

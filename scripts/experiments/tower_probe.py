@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from piip_llava.data.scenes import VOCABULARY, SceneSpec, random_scene, render_scene
@@ -85,12 +87,17 @@ class TowerProbe(nn.Module):
         return logits
 
 
-def batch(rng: random.Random, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def batch(rng: random.Random, size: int, image_size: int = CANVAS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scenes rendered at 128 px and resized (bicubic) to the tower's input size, as the PIIP processor does; the
+    tower then resizes them for each branch."""
     mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
     pixels, labels = [], []
     for _ in range(size):
         scene = random_scene(rng, DETAIL_SCENE)
-        array = (np.asarray(render_scene(scene, CANVAS), np.float32) / 255.0 - mean) / std
+        image = render_scene(scene, CANVAS)
+        if image_size != CANVAS:
+            image = image.resize((image_size, image_size), Image.BICUBIC)
+        array = (np.asarray(image, np.float32) / 255.0 - mean) / std
         pixels.append(torch.from_numpy(array).permute(2, 0, 1))
         labels.append(VOCABULARY.index(scene.words[0].text))
     return torch.stack(pixels), torch.tensor(labels)
@@ -111,7 +118,7 @@ def run(name: str, seed: int, args) -> dict:
     tower = PiipVisionModel(config)
     load_tower_weights(tower, {b.name: args.parts / "branches" / part_name(b) for b in config.branches})
     probe = TowerProbe(tower)
-    held_out = batch(random.Random(f"heldout-{seed}"), args.eval_size)
+    held_out = batch(random.Random(f"heldout-{seed}"), args.eval_size, config.image_size)
     rng = random.Random(f"train-{seed}")
     optimizer = torch.optim.AdamW(probe.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = max(1, args.steps // 20)  # linear warm-up over 5% of the steps, then linear decay to zero
@@ -120,7 +127,7 @@ def run(name: str, seed: int, args) -> dict:
     )
     started = time.perf_counter()
     for _ in range(args.steps):
-        pixels, labels = batch(rng, args.batch_size)
+        pixels, labels = batch(rng, args.batch_size, config.image_size)
         loss = F.cross_entropy(probe(pixels), labels)
         optimizer.zero_grad()
         loss.backward()
@@ -130,6 +137,37 @@ def run(name: str, seed: int, args) -> dict:
     return {"tower": name, "seed": seed, "vision_mflops": 1000 * flops.vision_gflops,
             "accuracy": accuracy(probe, held_out), "steps": args.steps,
             "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+
+
+def plot(rows: list[dict], output: Path) -> None:
+    """Small-word accuracy (y, %) against vision MFLOPs (x, log scale): a dot per run, blue pyramids, red singles,
+    each tower labelled."""
+    from PIL import ImageDraw
+
+    width, height, margin = 800, 420, 60
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    left, right, top, bottom = margin, width - margin, margin, height - margin
+    draw.rectangle([left, top, right, bottom], outline="black")
+    draw.text((left, top - 30), "tower-only probe: small-word accuracy (%) vs vision MFLOPs (log scale)", fill="black")
+    low, high = (
+        math.log(min(r["vision_mflops"] for r in rows) * 0.8),
+        math.log(max(r["vision_mflops"] for r in rows) * 1.2),
+    )
+    for tick in (0, 25, 50, 75, 100):
+        y = bottom - tick / 100 * (bottom - top)
+        draw.text((left - 28, y - 6), str(tick), fill="black")
+        draw.line([left, y, right, y], fill=(225, 225, 225))
+    chance = bottom - 100 / len(VOCABULARY) / 100 * (bottom - top)
+    draw.line([left, chance, right, chance], fill=(150, 150, 150))
+    for name in dict.fromkeys(r["tower"] for r in rows):
+        colour = (31, 119, 180) if name.startswith("pyramid") else (214, 39, 40)
+        for row in (r for r in rows if r["tower"] == name):
+            x = left + (math.log(row["vision_mflops"]) - low) / (high - low) * (right - left)
+            y = bottom - 100 * row["accuracy"] / 100 * (bottom - top)
+            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour)
+        draw.text((x + 8, y - 16), f"{name} ({row['vision_mflops']:.1f})", fill=colour)
+    image.save(output)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-size", type=int, default=384)
     parser.add_argument("--parts", type=Path, default=DEMO_PARTS)
     parser.add_argument("--output", type=Path, help="write every run's result here (JSON)")
+    parser.add_argument("--plot", type=Path, help="PNG of accuracy against vision FLOPs")
     args = parser.parse_args(argv)
     rows = []
     for seed in args.seeds:
@@ -154,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         mflops = next(row["vision_mflops"] for row in rows if row["tower"] == name)
         print(f"| {name} | {mflops:.1f} | {100 * statistics.mean(values):.1f} "
               f"({' / '.join(f'{100 * v:.1f}' for v in values)}) |")  # fmt: skip
+    if args.plot:
+        plot(rows, args.plot)
     if args.output:
         args.output.write_text(json.dumps({"command": "python scripts/experiments/tower_probe.py "
                                            + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
