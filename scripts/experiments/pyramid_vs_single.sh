@@ -15,7 +15,8 @@ PY=${PY:-.venv/bin/python}
 export HF_HUB_OFFLINE=1
 
 for seed in $SEEDS; do
-  common=(--data "$OUT/data-$seed" --seed "$seed" --no-serve)
+  # DEMO_ARGS=--from-scratch gives the earlier, all-random recipe
+  common=(--data "$OUT/data-$seed" --seed "$seed" --no-serve ${DEMO_ARGS:-})
   $PY -m piip_llava demo --output "$OUT/seed$seed/piip" "${common[@]}"
   $PY -m piip_llava demo --output "$OUT/seed$seed/single" --tower demo-clip_96 "${common[@]}"
   $PY -m piip_llava demo --output "$OUT/seed$seed/no_interactions" \
