@@ -42,7 +42,7 @@ from transformers import AutoModelForCausalLM, ConvNextModel
 
 from piip_llava.data import scenes
 from piip_llava.data.preprocess import tokenize_conversation
-from piip_llava.data.scene_sets import TRAIN_SCENE, _scene_with_items, warmup_turns
+from piip_llava.data.scene_sets import TRAIN_SCENE, scene_with_items, warmup_turns
 from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, SceneSpec, caption, random_scene, render_scene
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
@@ -253,7 +253,7 @@ def caption_sample(rng: random.Random, tokenizer, max_length: int):
     frozen LLM, the projector alone learning) then has nothing to align the image to."""
     turns = [
         {"from": "human", "value": IMAGE_TOKEN},
-        {"from": "gpt", "value": caption(_scene_with_items(rng, TRAIN_SCENE))},
+        {"from": "gpt", "value": caption(scene_with_items(rng, TRAIN_SCENE))},
     ]
     return tokenize_conversation(turns, tokenizer, "plain", 0, 1, max_length)
 

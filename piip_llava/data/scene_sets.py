@@ -75,7 +75,8 @@ def _rng(seed: int, name: str) -> random.Random:
     return random.Random(f"{seed}-{name}")
 
 
-def _scene_with_items(rng: random.Random, spec: SceneSpec) -> Scene:
+def scene_with_items(rng: random.Random, spec: SceneSpec) -> Scene:
+    """A random scene with at least one shape or word (captions and questions need something to name)."""
     while True:
         scene = random_scene(rng, spec)
         if scene.items:
@@ -87,7 +88,7 @@ def write_pretrain(folder: Path, count: int, seed: int = 0, image_size: int = 12
     rng = _rng(seed, "pretrain")
     records = []
     for index in range(count):
-        scene = _scene_with_items(rng, TRAIN_SCENE)
+        scene = scene_with_items(rng, TRAIN_SCENE)
         image = _save(scene, folder / "images" / "pretrain", f"{index:06d}.png", image_size)
         prompt = rng.choice(CAPTION_PROMPTS)
         prompt = f"<image>\n{prompt}" if rng.random() < 0.5 else f"{prompt}\n<image>"
@@ -167,7 +168,7 @@ def write_instruct(folder: Path, count: int, seed: int = 0, image_size: int = 12
             qa = text_only_qa(rng)
             records.append({"id": sample_id, "conversations": _turn(qa.question, qa.answer)})
             continue
-        scene = _scene_with_items(rng, TRAIN_SCENE)
+        scene = scene_with_items(rng, TRAIN_SCENE)
         image = _save(scene, folder / "images" / "instruct", f"{index:06d}.png", image_size)
         records.append({"id": sample_id, "image": f"instruct/{image}", "conversations": instruct_turns(scene, rng)})
     path = folder / "instruct.json"
