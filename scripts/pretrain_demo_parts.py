@@ -7,7 +7,9 @@ PIIP-LLaVA training (docs/design.md): the ``demo-convnext-clip_128-64`` tower's 
   with ``save_pretrained``, so ``piip-llava build --branch-weights NAME=DIR`` loads it as it loads a real CLIP.
 - The LLM (``DEMO_LLM``, a tiny Llama with the locally trained BPE tokenizer) learns the warm-up conversations in
   the ``vicuna_v1`` chat format: short answers, copying a word from a "Reference OCR token" line, option letters.
-  It is saved as an HF LLM directory with its tokenizer (``--llm DIR``).
+  It is saved as an HF LLM directory with its tokenizer (``--llm DIR``). ``--llm-scenes`` / ``--llm-scene-captions``
+  (off for the committed part) add conversations and captions about scenes written in words where the visual tokens
+  go (:func:`embed_scenes`; docs/quickstart.md, "What limits it").
 
 Outputs under ``--output`` (default: the committed ``playground/demo_parts``): ``branches/<name>/``, ``llm/``,
 ``logs/<part>.jsonl.gz`` (loss and statistics of every step) and ``parts.json`` (per part: the command, seed, steps,
@@ -42,7 +44,7 @@ from transformers import AutoModelForCausalLM, ConvNextModel
 
 from piip_llava.data import scenes
 from piip_llava.data.preprocess import tokenize_conversation
-from piip_llava.data.scene_sets import TRAIN_SCENE, scene_with_items, warmup_turns
+from piip_llava.data.scene_sets import TRAIN_SCENE, instruct_turns, scene_with_items, warmup_turns
 from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, SceneSpec, caption, random_scene, render_scene
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
@@ -234,8 +236,9 @@ def train_branch(part: str, branch, args, log) -> tuple[AttributeProbe, dict]:
     return probe, {"initial": initial, "final": evaluate_probe(probe, held_out)}
 
 
-def conversation_batch(samples: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (B, T) input ids, labels (IGNORE_INDEX outside answers) and attention mask."""
+def conversation_batch(samples: list, scenes: list | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded (B, T) ``input_ids``, ``labels`` (IGNORE_INDEX outside answers) and ``attention_mask``; with
+    ``scenes`` (one ``(items, colors)`` pair or None per sample), ``items`` and ``colors`` (B, VISUAL_TOKENS)."""
     length = max(len(sample.input_ids) for sample in samples)
     input_ids = torch.zeros(len(samples), length, dtype=torch.long)
     labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
@@ -244,7 +247,12 @@ def conversation_batch(samples: list) -> tuple[torch.Tensor, torch.Tensor, torch
         input_ids[row, : len(sample.input_ids)] = sample.input_ids
         labels[row, : len(sample.labels)] = sample.labels
         mask[row, : len(sample.input_ids)] = 1
-    return input_ids, labels, mask
+    batch = {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
+    if scenes and any(scene is not None for scene in scenes):
+        empty = (torch.zeros(VISUAL_TOKENS, dtype=torch.long),) * 2
+        batch["items"] = torch.stack([(scene or empty)[0] for scene in scenes])
+        batch["colors"] = torch.stack([(scene or empty)[1] for scene in scenes])
+    return batch
 
 
 def caption_sample(rng: random.Random, tokenizer, max_length: int):
@@ -258,20 +266,75 @@ def caption_sample(rng: random.Random, tokenizer, max_length: int):
     return tokenize_conversation(turns, tokenizer, "plain", 0, 1, max_length)
 
 
-def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, captions: int = 0):
-    """``batch_size`` warm-up conversations (``vicuna_v1``, loss on the answers) and ``captions`` captions."""
+# Scenes written in words. A real LLM can already talk about what is named in its context; the demo LLM learns it
+# here: the image's VISUAL_TOKENS positions (the demo tower's 8x8 output grid, row-major) hold, per grid cell, the
+# embedding of the image token plus, where an item covers the cell (``dense_targets``, the branches' labels), the
+# embeddings of its name and colour words. The questions and captions are those of the demo's stages. Stage 1 then
+# has a target a projector can reach: write each cell of the image as the words that name it.
+VISUAL_TOKENS = 64
+SCENE_GRID = 8
+
+
+def scene_sample(rng: random.Random, tokenizer, max_length: int, as_caption: bool):
+    """A stage-2 style conversation (``vicuna_v1``) or a stage-1 caption (``plain``) about a random scene, with the
+    scene's per-cell (item, colour) classes for its visual tokens."""
+    scene = scene_with_items(rng, TRAIN_SCENE)
+    if as_caption:
+        turns, template = [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": caption(scene)}], "plain"
+    else:
+        turns, template = instruct_turns(scene, rng), "vicuna_v1"
+    sample = tokenize_conversation(turns, tokenizer, template, VISUAL_TOKENS, 1, max_length)
+    items, colors, _ = dense_targets(scene, scenes.BASE_SIZE, SCENE_GRID)
+    return sample, (items, colors)
+
+
+def word_token_ids(tokenizer, names: list[str]) -> torch.Tensor:
+    """The first token of each name as it reads after a space (``none``/``word:`` prefixes dropped)."""
+    return torch.tensor([tokenizer(" " + name.split(":")[-1], add_special_tokens=False)["input_ids"][0]
+                         for name in names])  # fmt: skip
+
+
+def embed_scenes(llm, tokenizer, batch: dict) -> torch.Tensor:
+    """``inputs_embeds`` of the batch, the visual tokens of scene rows written as word embeddings: image token +
+    item name + colour name (just the image token where nothing is)."""
+    embedding = llm.get_input_embeddings()
+    embeds = embedding(batch["input_ids"])
+    if "items" not in batch:
+        return embeds
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    items, colors = batch["items"], batch["colors"]
+    names = embedding(word_token_ids(tokenizer, ITEM_CLASSES)[items])
+    names = names + embedding(word_token_ids(tokenizer, COLOR_CLASSES)[colors])
+    cells = embedding(torch.full_like(items, image_id)) + (items > 0).unsqueeze(-1) * names
+    is_image = batch["input_ids"] == image_id
+    rows = is_image.any(dim=1)
+    return embeds.masked_scatter(is_image.unsqueeze(-1), cells[rows])
+
+
+def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, captions: int = 0,
+               scene_conversations: int = 0, scene_captions: int = 0) -> dict[str, torch.Tensor]:  # fmt: skip
+    """``batch_size`` warm-up conversations (``vicuna_v1``, loss on the answers), ``captions`` captions as text,
+    ``scene_conversations`` conversations and ``scene_captions`` captions about scenes written in words."""
     samples = [tokenize_conversation(warmup_turns(rng), tokenizer, "vicuna_v1", 0, 0, max_length)
                for _ in range(batch_size)]  # fmt: skip
     samples += [caption_sample(rng, tokenizer, max_length) for _ in range(captions)]
-    return conversation_batch(samples)
+    scene_list = [None] * len(samples)
+    for index in range(scene_conversations + scene_captions):
+        sample, scene = scene_sample(rng, tokenizer, max_length, as_caption=index >= scene_conversations)
+        samples.append(sample)
+        scene_list.append(scene)
+    return conversation_batch(samples, scene_list)
 
 
-def llm_loss(llm, batch, letter_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def llm_loss(llm, batch: dict, letter_ids: torch.Tensor | None = None, tokenizer=None) -> tuple[torch.Tensor, dict]:
     """Answer-token CE; statistics: answer-token accuracy, and on the option-letter answers alone (``letter_ids``,
-    the tokens of A-D: multiple-choice answers are the only answers made of them)."""
-    input_ids, labels, mask = batch
-    logits = llm(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
-    targets = labels[:, 1:]
+    the tokens of A-D: multiple-choice answers are the only answers made of them). Scene rows need ``tokenizer``."""
+    if "items" in batch:
+        embeds = embed_scenes(llm, tokenizer, batch)
+        logits = llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits[:, :-1]
+    else:
+        logits = llm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    targets = batch["labels"][:, 1:]
     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX)
     with torch.no_grad():
         right = logits.argmax(-1) == targets
@@ -300,10 +363,10 @@ def build_llm(tokenizer, seed: int):
     return AutoModelForCausalLM.from_config(config)
 
 
-def evaluate_llm(llm, batch, letter_ids: torch.Tensor) -> dict:
+def evaluate_llm(llm, batch, letter_ids: torch.Tensor, tokenizer=None) -> dict:
     llm.eval()
     with torch.no_grad():
-        loss, stats = llm_loss(llm, batch, letter_ids)
+        loss, stats = llm_loss(llm, batch, letter_ids, tokenizer)
     llm.train()
     return {"loss": loss.item(), **stats}
 
@@ -317,18 +380,31 @@ def train_llm(args, log):
     held_out = text_batch(random.Random(f"{args.seed}-text-heldout"), tokenizer, args.eval_size, args.max_length)
     held_out_captions = text_batch(random.Random(f"{args.seed}-caption-heldout"), tokenizer, 0, args.max_length,
                                    args.eval_size)  # fmt: skip
+    held_out_scenes = text_batch(random.Random(f"{args.seed}-scene-heldout"), tokenizer, 0, args.max_length,
+                                 scene_conversations=args.eval_size)  # fmt: skip
+    held_out_scene_captions = text_batch(random.Random(f"{args.seed}-scene-caption-heldout"), tokenizer, 0,
+                                         args.max_length, scene_captions=args.eval_size)  # fmt: skip
 
     def evaluate() -> dict:
         captions = evaluate_llm(llm, held_out_captions, letters)
-        return {**evaluate_llm(llm, held_out, letters), "caption_loss": captions["loss"]}
+        scene = evaluate_llm(llm, held_out_scenes, letters, tokenizer)
+        scene_captions = evaluate_llm(llm, held_out_scene_captions, letters, tokenizer)
+        return {
+            **evaluate_llm(llm, held_out, letters),
+            "caption_loss": captions["loss"],
+            "scene_answer_accuracy": scene["answer_token_accuracy"],
+            "scene_letter_accuracy": scene["letter_accuracy"],
+            "scene_caption_loss": scene_captions["loss"],
+        }
 
     initial = evaluate()
     rng = random.Random(f"{args.seed}-text")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay_factor(step, args.llm_steps))
     for step in range(1, args.llm_steps + 1):
-        batch = text_batch(rng, tokenizer, args.llm_batch_size, args.max_length, args.llm_captions)
-        loss, stats = llm_loss(llm, batch, letters)
+        batch = text_batch(rng, tokenizer, args.llm_batch_size, args.max_length, args.llm_captions,
+                           args.llm_scenes, args.llm_scene_captions)  # fmt: skip
+        loss, stats = llm_loss(llm, batch, letters, tokenizer)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
@@ -370,8 +446,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the parts to (re)train; the others keep their files",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="scenes per branch step")
-    parser.add_argument("--llm-batch-size", type=int, default=16, help="conversations per LLM step")
-    parser.add_argument("--llm-captions", type=int, default=8, help="captions (language modelling) per LLM step")
+    parser.add_argument("--llm-batch-size", type=int, default=16, help="warm-up conversations per LLM step")
+    parser.add_argument("--llm-captions", type=int, default=8, help="captions as text per LLM step")
+    parser.add_argument(
+        "--llm-scenes", type=int, default=0, help="conversations about a scene written in words per step (0: none)"
+    )
+    parser.add_argument(
+        "--llm-scene-captions", type=int, default=0, help="captions of a scene written in words per step"
+    )
     parser.add_argument("--eval-size", type=int, default=128, help="held-out scenes / conversations")
     parser.add_argument("--branch-lr", type=float, default=3e-3)
     parser.add_argument("--llm-lr", type=float, default=2e-3)
@@ -394,6 +476,8 @@ def part_settings(args, part: str) -> dict:
             "steps": args.llm_steps,
             "batch_size": args.llm_batch_size,
             "captions": args.llm_captions,
+            "scenes": args.llm_scenes,
+            "scene_captions": args.llm_scene_captions,
             "lr": args.llm_lr,
         }
     return {"steps": args.branch_steps[part], "batch_size": args.batch_size, "lr": args.branch_lr}

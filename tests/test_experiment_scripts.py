@@ -1,4 +1,5 @@
-"""The pyramid-vs-single experiment's scripts (scripts/experiments/): the likelihood probe and the report."""
+"""The experiment scripts (scripts/experiments/): the likelihood probe, the report, the tower probe and the LLM's
+per-skill ceiling on scenes written in words."""
 
 import importlib.util
 import json
@@ -87,3 +88,47 @@ def test_tower_probe_configs_load_the_committed_parts_and_a_short_run_reports(tm
     assert probe.batch(random.Random(0), 2, 96)[0].shape == (2, 3, 96, 96)  # resized to the tower's input size
     assert labels.tolist() == [VOCABULARY.index(scene.words[0].text) for scene in scenes]
     assert all(len(scene.words) == 1 and scene.words[0].text_size == "small" for scene in scenes)
+
+
+class _NextTokenOracle(torch.nn.Module):
+    """An "LLM" whose input embeddings are one-hot and whose logits at t are the input at t + 1 (shift=1: it always
+    predicts the next token) or at t (shift=0: it repeats the current one)."""
+
+    def __init__(self, vocab: int, shift: int) -> None:
+        super().__init__()
+        self.embedding, self.shift = torch.nn.Embedding(vocab, vocab), shift
+        self.embedding.weight.data = torch.eye(vocab)
+
+    def get_input_embeddings(self):
+        return self.embedding
+
+    def forward(self, inputs_embeds, attention_mask):
+        logits = torch.roll(inputs_embeds, -self.shift, dims=1) if self.shift else inputs_embeds
+        return type("Output", (), {"logits": logits})()
+
+
+def test_scene_skill_accuracy_scores_the_first_answer_token_against_an_oracle(tmp_path):
+    """The next-token oracle scores 100 on every skill, with the scene or blanked; repeating the current token (the
+    separator before the answer) scores 0: the score reads the answer's first token, not its neighbour."""
+    from piip_llava.model.tiny import train_tokenizer
+
+    skills, tokenizer = load_script("llm_scene_skills"), train_tokenizer()
+    for shift, expected in ((1, 100.0), (0, 0.0)):
+        table = skills.skill_table(_NextTokenOracle(len(tokenizer), shift), tokenizer, samples=60, seed=1)
+        assert sum(row["questions"] for row in table.values()) == 60
+        assert {"presence", "color"} <= set(table) and any(skill.startswith("letter: ") for skill in table)
+        for row in table.values():
+            assert row["scene"] == row["blank"] == expected
+
+
+def test_scene_skills_runs_on_an_llm_part(tmp_path, capsys):
+    from piip_llava.model.tiny import train_tokenizer
+
+    skills, tokenizer = load_script("llm_scene_skills"), train_tokenizer()
+    skills.parts_script().build_llm(tokenizer, seed=0).save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+    assert skills.main(["--llm", str(tmp_path / "llm"), "--samples", "30", "--json", str(tmp_path / "t.json")]) == 0
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert sum(row["questions"] for row in table.values()) == 30
+    assert all(0 <= row[mode] <= 100 for row in table.values() for mode in ("scene", "blank"))
+    assert "| presence |" in capsys.readouterr().out

@@ -130,3 +130,38 @@ def test_build_from_the_parts_loads_with_their_weights(parts, tmp_path):
     embeddings = model.model.language_model.get_input_embeddings().weight
     assert torch.equal(embeddings, llm_state["model.embed_tokens.weight"])
     assert torch.equal(model.lm_head.weight, llm_state["lm_head.weight"])
+
+
+def test_a_scene_in_words_puts_the_item_and_colour_embeddings_in_its_cells():
+    """Hand computation: a scene with one red circle and the word "cake" in blue; every visual token must be the
+    image token's embedding plus, on the cells ``dense_targets`` gives the item, its name's and colour's, and the
+    text around the image must keep its own embeddings."""
+    from piip_llava.data.scenes import Item, Scene
+    from piip_llava.model.tiny import train_tokenizer
+
+    script, tokenizer = load_script(), train_tokenizer()
+    llm = script.build_llm(tokenizer, seed=0)
+    scene = Scene((Item("circle", "red", 0), Item("word", "blue", 4, text="cake", text_size="medium")))
+    items, colors, _ = script.dense_targets(scene, 128, script.SCENE_GRID)
+    turns = [{"from": "human", "value": "<image>\nWhat color is the circle?"}, {"from": "gpt", "value": "red"}]
+    sample = script.tokenize_conversation(turns, tokenizer, "vicuna_v1", script.VISUAL_TOKENS, 1, 512)
+    batch = script.conversation_batch([sample], [(items, colors)])
+    embeds = script.embed_scenes(llm, tokenizer, batch)[0]
+
+    table = llm.get_input_embeddings().weight
+    word = {name: table[tokenizer(" " + name, add_special_tokens=False)["input_ids"][0]] for name in
+            ("circle", "cake", "red", "blue")}  # fmt: skip
+    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    cells = (sample.input_ids == image_id).nonzero().flatten()
+    assert len(cells) == 64
+    for cell, position in enumerate(cells):
+        expected = table[image_id].clone()
+        if items[cell] > 0:
+            name = "circle" if items[cell] == script.ITEM_CLASSES.index("circle") else "cake"
+            assert script.ITEM_CLASSES[items[cell]] in (name, f"word:{name}")
+            expected += word[name] + word["red" if name == "circle" else "blue"]
+        torch.testing.assert_close(embeds[position], expected)
+    text = sample.input_ids != image_id
+    torch.testing.assert_close(embeds[text], table[sample.input_ids[text]])
+    for name in ("circle", "word:cake"):
+        assert (items == script.ITEM_CLASSES.index(name)).any()

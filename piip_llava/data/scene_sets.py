@@ -99,7 +99,7 @@ def write_pretrain(folder: Path, count: int, seed: int = 0, image_size: int = 12
     return path
 
 
-def _pick_question(scene: Scene, rng: random.Random) -> QA:
+def pick_question(scene: Scene, rng: random.Random) -> QA:
     """One skill at random among those the scene allows, then one question of it (keeps skills balanced)."""
     by_category: dict[str, list[QA]] = {}
     for qa in shape_questions(scene, rng) + word_questions(scene, rng):
@@ -128,13 +128,13 @@ def _question_turn(kind: str, scene: Scene, rng: random.Random) -> tuple[str, st
         qa = rng.choice(word_questions(scene, rng))
         return textvqa_prompt(qa.question, scene.ocr_tokens()), qa.answer
     if kind == "choice":
-        qa = _pick_question(scene, rng)
+        qa = pick_question(scene, rng)
         options, letter = multiple_choice(qa, rng)
         return mc_prompt(qa.question, options), letter
     if kind == "yesno":
         qa = presence_question(scene, rng, adversarial=rng.random() < 0.5)
     else:
-        qa = _pick_question(scene, rng)
+        qa = pick_question(scene, rng)
     return f"{qa.question}\n{SHORT_ANSWER}", qa.answer
 
 
@@ -256,7 +256,7 @@ def write_mmbench(folder: Path, count: int, seed: int = 0, image_size: int = 128
     main_rows, copies = [], []
     for index in range(count):
         scene = random_scene(rng, EVAL_SCENE)
-        qa = _pick_question(scene, rng)
+        qa = pick_question(scene, rng)
         options, letter = multiple_choice(qa, rng)
         row = {"index": index, "question": qa.question, "hint": "", "category": qa.category,
                "image": _png_base64(scene, image_size), "source": "piip-llava-scenes",
