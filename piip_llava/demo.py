@@ -169,12 +169,16 @@ def build_command(config: DemoConfig) -> list[str]:
     assembles CLIP, ConvNeXt and Vicuna (``--branch-weights`` / ``--llm``)."""
     from piip_llava.model.vision import get_tower_config
 
+    tower = get_tower_config(config.tower)
     parts, branches = config.parts_dir / "branches", []
-    for branch in get_tower_config(config.tower).branches:
+    for branch in tower.branches:
         # a part pretrained at the branch's own resolution (``clip_96`` for ``demo-clip_96``) if there is one
         own = parts / f"{branch.name}_{branch.image_size}"
         branches.append(f"{branch.name}={own if own.is_dir() else parts / branch.name}")
-    return ["build", "--tower", config.tower, "--llm", str(config.parts_dir / "llm"), "--branch-weights", *branches,
+    # and an LLM part pretrained on the tower's own layout of visual tokens (``llm_144`` for a 12x12 grid), if any
+    llm = config.parts_dir / f"llm_{tower.output_grids[-1] ** 2}"
+    llm = llm if llm.is_dir() else config.parts_dir / "llm"
+    return ["build", "--tower", config.tower, "--llm", str(llm), "--branch-weights", *branches,
             "--seed", str(config.seed), "--output", str(config.base_model)]  # fmt: skip
 
 

@@ -5,11 +5,12 @@ PIIP-LLaVA training (docs/design.md): the ``demo-convnext-clip_128-64`` tower's 
   the shapes or one of the 24 words, and its colour) and how many shapes the scene has, through linear heads. The
   branch is trained as the plain ``transformers`` backbone (``CLIPVisionModel`` / ``ConvNextModel``) and saved
   with ``save_pretrained``, so ``piip-llava build --branch-weights NAME=DIR`` loads it as it loads a real CLIP.
-- The LLM (``DEMO_LLM``, a tiny Llama with the locally trained BPE tokenizer) learns the warm-up conversations in
-  the ``vicuna_v1`` chat format: short answers, copying a word from a "Reference OCR token" line, option letters.
-  It is saved as an HF LLM directory with its tokenizer (``--llm DIR``). ``--llm-scenes`` / ``--llm-scene-captions``
-  (off for the committed part) add conversations and captions about scenes written in words where the visual tokens
-  go (:func:`embed_scenes`; docs/quickstart.md, "What limits it").
+- The LLM (``DEMO_LLM``, a tiny Llama with the locally trained BPE tokenizer) learns, per step, warm-up
+  conversations in the ``vicuna_v1`` chat format (``--llm-batch-size``: short answers, copying a word from a
+  "Reference OCR token" line, option letters) and, most of the step, conversations (``--llm-scenes``) and captions
+  (``--llm-scene-captions``) about scenes written in words where the visual tokens go (:func:`embed_scenes`), as a
+  real LLM arrives able to talk about what its context names (docs/quickstart.md, "What limits it"). It is saved
+  as an HF LLM directory with its tokenizer (``--llm DIR``).
 
 Outputs under ``--output`` (default: the committed ``playground/demo_parts``): ``branches/<name>/``, ``llm/``,
 ``logs/<part>.jsonl.gz`` (loss and statistics of every step) and ``parts.json`` (per part: the command, seed, steps,
@@ -44,7 +45,7 @@ from transformers import AutoModelForCausalLM, ConvNextModel
 
 from piip_llava.data import scenes
 from piip_llava.data.preprocess import tokenize_conversation
-from piip_llava.data.scene_sets import TRAIN_SCENE, instruct_turns, scene_with_items, warmup_turns
+from piip_llava.data.scene_sets import QUESTION_KINDS, TRAIN_SCENE, instruct_turns, scene_with_items, warmup_turns
 from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, SceneSpec, caption, random_scene, render_scene
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
@@ -249,7 +250,8 @@ def conversation_batch(samples: list, scenes: list | None = None) -> dict[str, t
         mask[row, : len(sample.input_ids)] = 1
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
     if scenes and any(scene is not None for scene in scenes):
-        empty = (torch.zeros(VISUAL_TOKENS, dtype=torch.long),) * 2
+        cells = next(len(scene[0]) for scene in scenes if scene is not None)
+        empty = (torch.zeros(cells, dtype=torch.long),) * 2
         batch["items"] = torch.stack([(scene or empty)[0] for scene in scenes])
         batch["colors"] = torch.stack([(scene or empty)[1] for scene in scenes])
     return batch
@@ -273,18 +275,24 @@ def caption_sample(rng: random.Random, tokenizer, max_length: int):
 # has a target a projector can reach: write each cell of the image as the words that name it.
 VISUAL_TOKENS = 64
 SCENE_GRID = 8
+# An LLM part learns one layout of visual tokens. ``llm`` is the demo tower's (8x8); ``llm_144`` is the same recipe
+# on the 12x12 grid of the single-branch baseline ``demo-clip_96`` (docs/pyramid_vs_single.md), which
+# ``piip-llava demo`` picks for a tower with 144 visual tokens, as it picks a branch part by resolution.
+LLM_GRIDS = {"llm": SCENE_GRID, "llm_144": 12}
 
 
-def scene_sample(rng: random.Random, tokenizer, max_length: int, as_caption: bool):
-    """A stage-2 style conversation (``vicuna_v1``) or a stage-1 caption (``plain``) about a random scene, with the
-    scene's per-cell (item, colour) classes for its visual tokens."""
+def scene_sample(rng: random.Random, tokenizer, max_length: int, as_caption: bool,
+                 kind_weights: dict[str, float] | None = None, grid: int = SCENE_GRID):  # fmt: skip
+    """A stage-2 style conversation (``vicuna_v1``, question kinds weighted by ``kind_weights``, default the
+    stage-2 mix's) or a stage-1 caption (``plain``) about a random scene, with the scene's per-cell (item, colour)
+    classes for its ``grid`` x ``grid`` visual tokens."""
     scene = scene_with_items(rng, TRAIN_SCENE)
     if as_caption:
         turns, template = [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": caption(scene)}], "plain"
     else:
-        turns, template = instruct_turns(scene, rng), "vicuna_v1"
-    sample = tokenize_conversation(turns, tokenizer, template, VISUAL_TOKENS, 1, max_length)
-    items, colors, _ = dense_targets(scene, scenes.BASE_SIZE, SCENE_GRID)
+        turns, template = instruct_turns(scene, rng, kind_weights=kind_weights), "vicuna_v1"
+    sample = tokenize_conversation(turns, tokenizer, template, grid * grid, 1, max_length)
+    items, colors, _ = dense_targets(scene, scenes.BASE_SIZE, grid)
     return sample, (items, colors)
 
 
@@ -312,7 +320,8 @@ def embed_scenes(llm, tokenizer, batch: dict) -> torch.Tensor:
 
 
 def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, captions: int = 0,
-               scene_conversations: int = 0, scene_captions: int = 0) -> dict[str, torch.Tensor]:  # fmt: skip
+               scene_conversations: int = 0, scene_captions: int = 0, kind_weights: dict[str, float] | None = None,
+               grid: int = SCENE_GRID) -> dict[str, torch.Tensor]:  # fmt: skip
     """``batch_size`` warm-up conversations (``vicuna_v1``, loss on the answers), ``captions`` captions as text,
     ``scene_conversations`` conversations and ``scene_captions`` captions about scenes written in words."""
     samples = [tokenize_conversation(warmup_turns(rng), tokenizer, "vicuna_v1", 0, 0, max_length)
@@ -320,7 +329,7 @@ def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, 
     samples += [caption_sample(rng, tokenizer, max_length) for _ in range(captions)]
     scene_list = [None] * len(samples)
     for index in range(scene_conversations + scene_captions):
-        sample, scene = scene_sample(rng, tokenizer, max_length, as_caption=index >= scene_conversations)
+        sample, scene = scene_sample(rng, tokenizer, max_length, index >= scene_conversations, kind_weights, grid)
         samples.append(sample)
         scene_list.append(scene)
     return conversation_batch(samples, scene_list)
@@ -371,9 +380,10 @@ def evaluate_llm(llm, batch, letter_ids: torch.Tensor, tokenizer=None) -> dict:
     return {"loss": loss.item(), **stats}
 
 
-def train_llm(args, log):
-    """Train the demo LLM on warm-up conversations; returns it, its tokenizer and held-out metrics (also logged
-    every 250 steps, as ``held_out_*``)."""
+def train_llm(args, log, part: str = "llm"):
+    """Train an LLM part on warm-up conversations and on scenes written in words on its layout (``LLM_GRIDS``);
+    returns it, its tokenizer and held-out metrics (also logged every 250 steps, as ``held_out_*``)."""
+    grid = LLM_GRIDS[part]
     tokenizer = train_tokenizer()
     letters = letter_token_ids(tokenizer)
     llm = build_llm(tokenizer, args.seed)
@@ -381,9 +391,9 @@ def train_llm(args, log):
     held_out_captions = text_batch(random.Random(f"{args.seed}-caption-heldout"), tokenizer, 0, args.max_length,
                                    args.eval_size)  # fmt: skip
     held_out_scenes = text_batch(random.Random(f"{args.seed}-scene-heldout"), tokenizer, 0, args.max_length,
-                                 scene_conversations=args.eval_size)  # fmt: skip
+                                 scene_conversations=args.eval_size, grid=grid)  # fmt: skip
     held_out_scene_captions = text_batch(random.Random(f"{args.seed}-scene-caption-heldout"), tokenizer, 0,
-                                         args.max_length, scene_captions=args.eval_size)  # fmt: skip
+                                         args.max_length, scene_captions=args.eval_size, grid=grid)  # fmt: skip
 
     def evaluate() -> dict:
         captions = evaluate_llm(llm, held_out_captions, letters)
@@ -403,7 +413,7 @@ def train_llm(args, log):
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay_factor(step, args.llm_steps))
     for step in range(1, args.llm_steps + 1):
         batch = text_batch(rng, tokenizer, args.llm_batch_size, args.max_length, args.llm_captions,
-                           args.llm_scenes, args.llm_scene_captions)  # fmt: skip
+                           args.llm_scenes, args.llm_scene_captions, args.llm_scene_kinds, grid)  # fmt: skip
         loss, stats = llm_loss(llm, batch, letters, tokenizer)
         optimizer.zero_grad()
         loss.backward()
@@ -412,11 +422,11 @@ def train_llm(args, log):
         schedule.step()
         if step % 250 == 0:
             stats.update({f"held_out_{k}": v for k, v in evaluate().items()})
-        log({"part": "llm", "step": step, "loss": loss.item(), **stats})
+        log({"part": part, "step": step, "loss": loss.item(), **stats})
     return llm, tokenizer, {"initial": initial, "final": evaluate()}
 
 
-PART_NAMES = ("clip", "convnext", "clip_96", "llm")
+PART_NAMES = ("clip", "convnext", "clip_96", *LLM_GRIDS)
 
 
 def part_branches() -> dict:
@@ -437,7 +447,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=N",
         help=f"training steps of a branch (defaults: {BRANCH_STEPS}), or N for every branch",
     )
-    parser.add_argument("--llm-steps", type=int, default=2500)
+    parser.add_argument("--llm-steps", type=int, default=2000)
     parser.add_argument(
         "--parts",
         nargs="*",
@@ -446,13 +456,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the parts to (re)train; the others keep their files",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="scenes per branch step")
-    parser.add_argument("--llm-batch-size", type=int, default=16, help="warm-up conversations per LLM step")
-    parser.add_argument("--llm-captions", type=int, default=8, help="captions as text per LLM step")
+    parser.add_argument("--llm-batch-size", type=int, default=4, help="warm-up conversations per LLM step")
+    parser.add_argument("--llm-captions", type=int, default=0, help="captions as text per LLM step")
     parser.add_argument(
-        "--llm-scenes", type=int, default=0, help="conversations about a scene written in words per step (0: none)"
+        "--llm-scenes", type=int, default=12, help="conversations about a scene written in words per step"
     )
     parser.add_argument(
-        "--llm-scene-captions", type=int, default=0, help="captions of a scene written in words per step"
+        "--llm-scene-captions", type=int, default=4, help="captions of a scene written in words per step"
+    )
+    parser.add_argument(
+        "--llm-scene-kinds",
+        nargs="*",
+        default=[],
+        metavar="KIND=WEIGHT",
+        help=f"question kinds of the scene conversations (default the stage-2 mix's: {QUESTION_KINDS})",
     )
     parser.add_argument("--eval-size", type=int, default=128, help="held-out scenes / conversations")
     parser.add_argument("--branch-lr", type=float, default=3e-3)
@@ -467,17 +484,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for key in [name] if name else list(steps):
             steps[key] = int(count)
     args.branch_steps = steps
+    kinds = {}
+    for value in args.llm_scene_kinds:
+        kind, _, weight = value.partition("=")
+        if kind not in QUESTION_KINDS or not weight:
+            parser.error(f"--llm-scene-kinds: expected KIND=WEIGHT with KIND in {', '.join(QUESTION_KINDS)}: {value!r}")
+        kinds[kind] = float(weight)
+    args.llm_scene_kinds = {**dict.fromkeys(QUESTION_KINDS, 0.0), **kinds} if kinds else None
     return args
 
 
 def part_settings(args, part: str) -> dict:
-    if part == "llm":
+    if part in LLM_GRIDS:
         return {
             "steps": args.llm_steps,
             "batch_size": args.llm_batch_size,
             "captions": args.llm_captions,
             "scenes": args.llm_scenes,
             "scene_captions": args.llm_scene_captions,
+            "scene_grid": LLM_GRIDS[part],
+            **({"scene_kinds": args.llm_scene_kinds} if args.llm_scene_kinds else {}),
             "lr": args.llm_lr,
         }
     return {"steps": args.branch_steps[part], "batch_size": args.batch_size, "lr": args.branch_lr}
@@ -503,10 +529,10 @@ def main(argv: list[str] | None = None) -> int:
                     stats = " ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in ("part", "step"))
                     logger.info("%s step %d %s", entry["part"], entry["step"], stats)
 
-            if part == "llm":
-                llm, tokenizer, results = train_llm(args, log)
-                llm.save_pretrained(args.output / "llm")
-                tokenizer.save_pretrained(args.output / "llm")
+            if part in LLM_GRIDS:
+                llm, tokenizer, results = train_llm(args, log, part)
+                llm.save_pretrained(args.output / part)
+                tokenizer.save_pretrained(args.output / part)
             else:
                 probe, results = train_branch(part, branches[part], args, log)
                 probe.backbone.save_pretrained(args.output / "branches" / part)

@@ -55,7 +55,7 @@ def test_report_averages_seeds_and_draws_the_plot(tmp_path):
     # first column of scores: 0 and 10 -> mean 5.0; mean of four: 1.5 and 11.5 -> 6.5
     assert "| **5.0** (0.0 / 10.0) |" in table and "**6.5** (1.5 / 11.5) | 2 |" in table
     report.plot(runs, tmp_path / "plot.png")
-    assert Image.open(tmp_path / "plot.png").size == (900, 420)
+    assert Image.open(tmp_path / "plot.png").size == (900, 440)
 
 
 def test_tower_probe_configs_load_the_committed_parts_and_a_short_run_reports(tmp_path):
@@ -132,3 +132,25 @@ def test_scene_skills_runs_on_an_llm_part(tmp_path, capsys):
     assert sum(row["questions"] for row in table.values()) == 30
     assert all(0 <= row[mode] <= 100 for row in table.values() for mode in ("scene", "blank"))
     assert "| presence |" in capsys.readouterr().out
+
+
+def test_held_out_questions_are_answered_by_their_scenes(tmp_path):
+    """The browser check's four questions: each answer follows from its scene's caption (a hand check), the images
+    exist, and the same seed draws the same scenes."""
+    rows = load_script("held_out_questions").held_out_questions(tmp_path / "a")
+    assert [row["kind"] for row in rows] == ["count", "color", "reading", "presence"]
+    by_kind = {row["kind"]: row for row in rows}
+    count = by_kind["count"]
+    shapes = [part for part in count["caption"].rstrip(".").replace(" and ", ", ").split(", ") if "word" not in part]
+    assert count["answer"] == str(len(shapes))
+    color = by_kind["color"]
+    shape = color["question"].split("the ")[1].split("?")[0]
+    assert f"{color['answer']} {shape}" in color["caption"]
+    reading = by_kind["reading"]
+    assert f"the word {reading['answer']} " in reading["caption"] and reading["caption"].count("the word") == 1
+    presence = by_kind["presence"]
+    thing = presence["question"].removeprefix("Is there ").split(" in the image")[0].split(" ", 1)[1]
+    assert (thing in presence["caption"]) == (presence["answer"] == "Yes")
+    assert all(Path(row["image"]).is_file() for row in rows)
+    again = load_script("held_out_questions").held_out_questions(tmp_path / "b")
+    assert [row["caption"] for row in again] == [row["caption"] for row in rows]

@@ -138,15 +138,18 @@ def _question_turn(kind: str, scene: Scene, rng: random.Random) -> tuple[str, st
     return f"{qa.question}\n{SHORT_ANSWER}", qa.answer
 
 
-def instruct_turns(scene: Scene, rng: random.Random, max_questions: int = 6) -> list[dict]:
+def instruct_turns(
+    scene: Scene, rng: random.Random, max_questions: int = 6, kind_weights: dict[str, float] | None = None
+) -> list[dict]:
     """One conversation about the scene; the first human turn carries ``<image>``. Like LLaVA-1.5's mix, which
     joins the VQA questions of one image into one multi-turn conversation, most conversations ask several
     questions (short answer, multiple choice, TextVQA-style with OCR tokens, yes/no): every answer is a training
-    target, so one encoded image teaches several answers."""
+    target, so one encoded image teaches several answers. ``kind_weights`` reweights the question kinds (default
+    ``QUESTION_KINDS``)."""
     if rng.random() < 0.05:
         turns = _turn(rng.choice(CAPTION_PROMPTS), caption(scene))
     else:
-        kinds, weights = zip(*QUESTION_KINDS.items())
+        kinds, weights = zip(*(kind_weights or QUESTION_KINDS).items())
         turns, asked = [], set()
         for kind in rng.choices(kinds, weights, k=rng.randint(1, max_questions)):
             prompt, answer = _question_turn(kind, scene, rng)

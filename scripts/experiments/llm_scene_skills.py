@@ -6,7 +6,7 @@ row is one question skill in the stage-2 formats (short answer, lettered options
 first answer token that is not blank, with the scene and with every cell blanked (the image token alone: what the
 LLM gets from the question and its priors).
 
-    python scripts/experiments/llm_scene_skills.py --llm DIR [--samples 600] [--json OUT]
+    python scripts/experiments/llm_scene_skills.py --llm DIR [--grid 8] [--samples 600] [--json OUT]
 """
 
 from __future__ import annotations
@@ -59,16 +59,16 @@ def first_answer_accuracy(llm, tokenizer, parts, batch: dict) -> float:
     return (logits[rows, first].argmax(-1) == targets[rows, first]).float().mean().item()
 
 
-def skill_table(llm, tokenizer, samples: int, seed: int = 0) -> dict[str, dict]:
-    """skill -> {"questions", "scene", "blank"} (accuracies in %)."""
+def skill_table(llm, tokenizer, samples: int, seed: int = 0, grid: int = 8) -> dict[str, dict]:
+    """skill -> {"questions", "scene", "blank"} (accuracies in %), scenes written on a ``grid`` x ``grid`` layout."""
     parts, rng = parts_script(), random.Random(f"{seed}-scene-skills")
     rows = collections.defaultdict(list)
     for _ in range(samples):
         scene = scene_with_items(rng, TRAIN_SCENE)
         prompt, answer, skill = question(scene, rng)
         turns = [{"from": "human", "value": "<image>\n" + prompt}, {"from": "gpt", "value": answer}]
-        sample = parts.tokenize_conversation(turns, tokenizer, "vicuna_v1", parts.VISUAL_TOKENS, 1, 512)
-        items, colors, _ = parts.dense_targets(scene, scenes.BASE_SIZE, parts.SCENE_GRID)
+        sample = parts.tokenize_conversation(turns, tokenizer, "vicuna_v1", grid * grid, 1, 512)
+        items, colors, _ = parts.dense_targets(scene, scenes.BASE_SIZE, grid)
         rows[skill].append((sample, items, colors))
     table = {}
     for skill in sorted(rows):
@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm", type=Path, required=True, help="an LLM part directory (model and tokenizer)")
     parser.add_argument("--samples", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", type=int, default=8, help="visual-token layout of the part: 8 (llm), 12 (llm_144)")
     parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     llm = AutoModelForCausalLM.from_pretrained(args.llm).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.llm)
-    table = skill_table(llm, tokenizer, args.samples, args.seed)
+    table = skill_table(llm, tokenizer, args.samples, args.seed, args.grid)
     print("| skill | questions | with the scene | scene blanked |\n|---|---|---|---|")
     for skill, row in table.items():
         print(f"| {skill} | {row['questions']} | {row['scene']:.1f} | {row['blank']:.1f} |")

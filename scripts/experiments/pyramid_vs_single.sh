@@ -3,6 +3,7 @@
 # pretrained demo parts in playground/demo_parts), same synthetic data, same steps, three vision towers:
 #   (a) piip             PIIP, CLIP-shaped ViT @64 px + a smaller ConvNeXt @128 px, with interactions
 #   (b) single           the ViT alone @96 px (vision FLOPs >= the pyramid's)
+#                        (its LLM part is llm_144, pretrained on its own 12x12 layout of visual tokens)
 #   (c) no_interactions  the pyramid with its interactions frozen at the zero-gate init (branches independent)
 # then a table and a plot in docs/.
 #

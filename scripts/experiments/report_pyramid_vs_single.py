@@ -2,8 +2,8 @@
 
 python scripts/experiments/report_pyramid_vs_single.py RUNS_DIR [--plot docs/pyramid_vs_single.png]
 
-Reads RUNS_DIR/seed*/{piip,single,no_interactions}/results.json; prints a Markdown table (mean over seeds, and each
-seed) and draws accuracy against vision FLOPs.
+Reads RUNS_DIR/seed*/{piip,single,no_interactions,single_llm64}/results.json; prints a Markdown table (mean over
+seeds, and each seed) and draws accuracy against vision FLOPs.
 """
 
 import argparse
@@ -17,9 +17,13 @@ ARMS = {
     "piip": "(a) PIIP: ViT @64 + ConvNeXt @128, interactions",
     "single": "(b) single ViT @96",
     "no_interactions": "(c) PIIP without interactions",
+    # (b) with the LLM part pretrained on the pyramid's 8x8 layout instead of its own 12x12 one
+    "single_llm64": "(b') single ViT @96, the pyramid's LLM part",
 }
 COLUMNS = {"textvqa_small": "small-text OCR", "textvqa": "TextVQA", "mmbench": "MMBench", "pope": "POPE"}
-COLOURS = {"piip": (31, 119, 180), "single": (214, 39, 40), "no_interactions": (44, 160, 44)}
+COLOURS = {"piip": (31, 119, 180), "single": (214, 39, 40), "no_interactions": (44, 160, 44),
+           "single_llm64": (255, 127, 14)}  # fmt: skip
+RINGS = ("no_interactions", "single_llm64")  # drawn as rings, so that they show where they overlap a dot
 
 
 def read_runs(root: Path) -> dict[str, list[dict]]:
@@ -55,14 +59,14 @@ def table(runs: dict[str, list[dict]]) -> str:
 
 def plot(runs: dict[str, list[dict]], output: Path) -> None:
     """Two panels (small-text OCR, mean of four): accuracy (y) against vision MFLOPs (x), one dot per run."""
-    width, height, margin = 900, 420, 60
+    width, height, margin = 900, 440, 60
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     flops = [row["mflops"] for rows in runs.values() for row in rows]
     low, high = min(flops) * 0.9, max(flops) * 1.1
     panel = (width - margin) // 2
     for index, (name, title) in enumerate([("textvqa_small", "small-text OCR accuracy"), ("overall", "mean of four")]):
-        left, right, top, bottom = margin + index * panel, (index + 1) * panel, margin, height - margin
+        left, right, top, bottom = margin + index * panel, (index + 1) * panel, margin, height - 80
         draw.rectangle([left, top, right, bottom], outline="black")
         draw.text((left, top - 30), f"{title} (%) vs vision MFLOPs", fill="black")
         for tick in (0, 50, 100):
@@ -80,17 +84,17 @@ def plot(runs: dict[str, list[dict]], output: Path) -> None:
             for row in rows:
                 x = left + (row["mflops"] - low) / (high - low) * (right - left)
                 y = bottom - row[name] / 100 * (bottom - top)
-                if arm == "no_interactions":  # a ring, so that it shows where it overlaps (a) at the same FLOPs
+                if arm in RINGS:
                     draw.ellipse([x - 8, y - 8, x + 8, y + 8], outline=COLOURS[arm], width=2)
                 else:
                     draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=COLOURS[arm])
     for index, arm in enumerate(runs):
-        box = [margin + index * 280, height - 22, margin + index * 280 + 10, height - 12]
-        if arm == "no_interactions":
-            draw.ellipse(box, outline=COLOURS[arm], width=2)
+        x, y = margin + index % 2 * 400, height - 44 + index // 2 * 20
+        if arm in RINGS:
+            draw.ellipse([x, y, x + 10, y + 10], outline=COLOURS[arm], width=2)
         else:
-            draw.rectangle(box, fill=COLOURS[arm])
-        draw.text((margin + index * 280 + 16, height - 24), ARMS[arm], fill="black")
+            draw.rectangle([x, y, x + 10, y + 10], fill=COLOURS[arm])
+        draw.text((x + 16, y - 2), ARMS[arm], fill="black")
     image.save(output)
 
 
