@@ -420,15 +420,20 @@ def add_arguments(parser) -> None:
                         "(also DEMO_SERVE=0)")  # fmt: skip
 
 
-def _stage_values(pairs: list[str], convert) -> dict:
+def name_values(pairs: list[str], names, convert, what: str = "STAGE") -> dict:
+    """``["stage2=5e-4"]`` -> ``{"stage2": convert("5e-4")}``; a name outside ``names`` or an empty value exits
+    with a usage message (``what`` names the kind of name: STAGE, KIND, ...)."""
     values = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        names = list(STAGE_NAMES)
         if name not in names or not value:
-            raise SystemExit(f"expected STAGE=VALUE with STAGE in {', '.join(names)}, got {pair!r}")
+            raise SystemExit(f"expected {what}=VALUE with {what} in {', '.join(names)}, got {pair!r}")
         values[name] = convert(value)
     return values
+
+
+def _stage_values(pairs: list[str], convert) -> dict:
+    return name_values(pairs, list(STAGE_NAMES), convert)
 
 
 def run(args) -> int:

@@ -26,6 +26,7 @@ held-out results before and after). ``--parts`` retrains some parts and keeps th
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import logging
@@ -47,7 +48,7 @@ from piip_llava.data import scenes
 from piip_llava.data.preprocess import tokenize_conversation
 from piip_llava.data.scene_sets import QUESTION_KINDS, TRAIN_SCENE, instruct_turns, scene_with_items, warmup_turns
 from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, SceneSpec, caption, random_scene, render_scene
-from piip_llava.demo import DEMO_LLM, DEMO_TOWER
+from piip_llava.demo import DEMO_LLM, DEMO_TOWER, name_values
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
 from piip_llava.model.conversation import IMAGE_TOKEN
 from piip_llava.model.tiny import tiny_text_config, train_tokenizer
@@ -239,7 +240,7 @@ def train_branch(part: str, branch, args, log) -> tuple[AttributeProbe, dict]:
 
 def conversation_batch(samples: list, scenes: list | None = None) -> dict[str, torch.Tensor]:
     """Right-padded (B, T) ``input_ids``, ``labels`` (IGNORE_INDEX outside answers) and ``attention_mask``; with
-    ``scenes`` (one ``(items, colors)`` pair or None per sample), ``items`` and ``colors`` (B, VISUAL_TOKENS)."""
+    ``scenes`` (one ``(items, colors)`` pair or None per sample), ``items`` and ``colors`` (B, grid cells)."""
     length = max(len(sample.input_ids) for sample in samples)
     input_ids = torch.zeros(len(samples), length, dtype=torch.long)
     labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
@@ -273,8 +274,8 @@ def caption_sample(rng: random.Random, tokenizer, max_length: int):
 # embedding of the image token plus, where an item covers the cell (``dense_targets``, the branches' labels), the
 # embeddings of its name and colour words. The questions and captions are those of the demo's stages. Stage 1 then
 # has a target a projector can reach: write each cell of the image as the words that name it.
-VISUAL_TOKENS = 64
 SCENE_GRID = 8
+VISUAL_TOKENS = SCENE_GRID**2
 # An LLM part learns one layout of visual tokens. ``llm`` is the demo tower's (8x8); ``llm_144`` is the same recipe
 # on the 12x12 grid of the single-branch baseline ``demo-clip_96`` (docs/pyramid_vs_single.md), which
 # ``piip-llava demo`` picks for a tower with 144 visual tokens, as it picks a branch part by resolution.
@@ -302,6 +303,12 @@ def word_token_ids(tokenizer, names: list[str]) -> torch.Tensor:
                          for name in names])  # fmt: skip
 
 
+@functools.cache
+def class_token_ids(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token ids of ``ITEM_CLASSES`` and ``COLOR_CLASSES``, tokenized once per tokenizer (every step uses them)."""
+    return word_token_ids(tokenizer, ITEM_CLASSES), word_token_ids(tokenizer, COLOR_CLASSES)
+
+
 def embed_scenes(llm, tokenizer, batch: dict) -> torch.Tensor:
     """``inputs_embeds`` of the batch, the visual tokens of scene rows written as word embeddings: image token +
     item name + colour name (just the image token where nothing is)."""
@@ -311,8 +318,8 @@ def embed_scenes(llm, tokenizer, batch: dict) -> torch.Tensor:
         return embeds
     image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     items, colors = batch["items"], batch["colors"]
-    names = embedding(word_token_ids(tokenizer, ITEM_CLASSES)[items])
-    names = names + embedding(word_token_ids(tokenizer, COLOR_CLASSES)[colors])
+    item_ids, color_ids = class_token_ids(tokenizer)
+    names = embedding(item_ids[items]) + embedding(color_ids[colors])
     cells = embedding(torch.full_like(items, image_id)) + (items > 0).unsqueeze(-1) * names
     is_image = batch["input_ids"] == image_id
     rows = is_image.any(dim=1)
@@ -484,12 +491,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for key in [name] if name else list(steps):
             steps[key] = int(count)
     args.branch_steps = steps
-    kinds = {}
-    for value in args.llm_scene_kinds:
-        kind, _, weight = value.partition("=")
-        if kind not in QUESTION_KINDS or not weight:
-            parser.error(f"--llm-scene-kinds: expected KIND=WEIGHT with KIND in {', '.join(QUESTION_KINDS)}: {value!r}")
-        kinds[kind] = float(weight)
+    kinds = name_values(args.llm_scene_kinds, list(QUESTION_KINDS), float, "KIND")
     args.llm_scene_kinds = {**dict.fromkeys(QUESTION_KINDS, 0.0), **kinds} if kinds else None
     return args
 

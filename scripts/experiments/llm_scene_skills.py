@@ -47,13 +47,13 @@ def question(scene, rng: random.Random) -> tuple[str, str, str]:
     return f"{qa.question}\n{SHORT_ANSWER}", qa.answer, qa.category
 
 
-def first_answer_accuracy(llm, tokenizer, parts, batch: dict) -> float:
-    """Share of rows whose first non-blank answer token is the argmax of the logits before it."""
+def first_answer_accuracy(llm, tokenizer, parts, batch: dict, blank: torch.Tensor) -> float:
+    """Share of rows whose first non-blank answer token (``blank``: per token id, whether it decodes to
+    whitespace) is the argmax of the logits before it."""
     with torch.no_grad():
         embeds = parts.embed_scenes(llm, tokenizer, batch)
         logits = llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits[:, :-1]
     targets = batch["labels"][:, 1:]
-    blank = torch.tensor([tokenizer.decode([i]).strip() == "" for i in range(len(tokenizer))])
     first = ((targets != parts.IGNORE_INDEX) & ~blank[targets.clamp(min=0)]).float().argmax(dim=1)
     rows = torch.arange(len(targets))
     return (logits[rows, first].argmax(-1) == targets[rows, first]).float().mean().item()
@@ -70,13 +70,14 @@ def skill_table(llm, tokenizer, samples: int, seed: int = 0, grid: int = 8) -> d
         sample = parts.tokenize_conversation(turns, tokenizer, "vicuna_v1", grid * grid, 1, 512)
         items, colors, _ = parts.dense_targets(scene, scenes.BASE_SIZE, grid)
         rows[skill].append((sample, items, colors))
+    blank = torch.tensor([tokenizer.decode([i]).strip() == "" for i in range(len(tokenizer))])
     table = {}
     for skill in sorted(rows):
         samples_, items, colors = zip(*rows[skill])
         scores = {}
         for mode, cells in (("scene", items), ("blank", [torch.zeros_like(i) for i in items])):
             batch = parts.conversation_batch(list(samples_), list(zip(cells, colors)))
-            scores[mode] = 100 * first_answer_accuracy(llm, tokenizer, parts, batch)
+            scores[mode] = 100 * first_answer_accuracy(llm, tokenizer, parts, batch, blank)
         table[skill] = {"questions": len(samples_), **scores}
     return table
 
