@@ -46,9 +46,28 @@ from transformers import AutoModelForCausalLM, ConvNextModel
 
 from piip_llava.data import scenes
 from piip_llava.data.preprocess import tokenize_conversation
-from piip_llava.data.scene_sets import QUESTION_KINDS, TRAIN_SCENE, instruct_turns, scene_with_items, warmup_turns
-from piip_llava.data.scenes import COLORS, SHAPES, VOCABULARY, SceneSpec, caption, random_scene, render_scene
+from piip_llava.data.scene_sets import (
+    QUESTION_KINDS,
+    TRAIN_SCENE,
+    instruct_turns,
+    mc_prompt,
+    pick_question,
+    scene_with_items,
+    warmup_turns,
+)
+from piip_llava.data.scenes import (
+    COLORS,
+    SHAPES,
+    VOCABULARY,
+    SceneSpec,
+    caption,
+    multiple_choice,
+    random_scene,
+    render_scene,
+    text_only_qa,
+)
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER, name_values
+from piip_llava.eval.benchmarks import SHORT_ANSWER
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
 from piip_llava.model.conversation import IMAGE_TOKEN
 from piip_llava.model.tiny import tiny_text_config, train_tokenizer
@@ -283,7 +302,8 @@ LLM_GRIDS = {"llm": SCENE_GRID, "llm_144": 12}
 
 
 def scene_sample(rng: random.Random, tokenizer, max_length: int, as_caption: bool,
-                 kind_weights: dict[str, float] | None = None, grid: int = SCENE_GRID):  # fmt: skip
+                 kind_weights: dict[str, float] | None = None, grid: int = SCENE_GRID,
+                 one_lettered: bool = False):  # fmt: skip
     """A stage-2 style conversation (``vicuna_v1``, question kinds weighted by ``kind_weights``, default the
     stage-2 mix's) or a stage-1 caption (``plain``) about a random scene, with the scene's per-cell (item, colour)
     classes for its ``grid`` x ``grid`` visual tokens."""
@@ -291,7 +311,8 @@ def scene_sample(rng: random.Random, tokenizer, max_length: int, as_caption: boo
     if as_caption:
         turns, template = [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": caption(scene)}], "plain"
     else:
-        turns, template = instruct_turns(scene, rng, kind_weights=kind_weights), "vicuna_v1"
+        turns = instruct_turns(scene, rng, kind_weights=kind_weights, one_lettered=one_lettered)
+        template = "vicuna_v1"
     sample = tokenize_conversation(turns, tokenizer, template, grid * grid, 1, max_length)
     items, colors, _ = dense_targets(scene, scenes.BASE_SIZE, grid)
     return sample, (items, colors)
@@ -328,15 +349,65 @@ def embed_scenes(llm, tokenizer, batch: dict) -> torch.Tensor:
 
 def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, captions: int = 0,
                scene_conversations: int = 0, scene_captions: int = 0, kind_weights: dict[str, float] | None = None,
-               grid: int = SCENE_GRID) -> dict[str, torch.Tensor]:  # fmt: skip
+               grid: int = SCENE_GRID, one_lettered: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
     """``batch_size`` warm-up conversations (``vicuna_v1``, loss on the answers), ``captions`` captions as text,
-    ``scene_conversations`` conversations and ``scene_captions`` captions about scenes written in words."""
-    samples = [tokenize_conversation(warmup_turns(rng), tokenizer, "vicuna_v1", 0, 0, max_length)
-               for _ in range(batch_size)]  # fmt: skip
+    ``scene_conversations`` conversations and ``scene_captions`` captions about scenes written in words;
+    ``one_lettered``: at most one multiple-choice question per conversation, first."""
+    samples = [tokenize_conversation(warmup_turns(rng, one_lettered=one_lettered), tokenizer, "vicuna_v1", 0, 0,
+                                     max_length) for _ in range(batch_size)]  # fmt: skip
     samples += [caption_sample(rng, tokenizer, max_length) for _ in range(captions)]
     scene_list = [None] * len(samples)
     for index in range(scene_conversations + scene_captions):
-        sample, scene = scene_sample(rng, tokenizer, max_length, index >= scene_conversations, kind_weights, grid)
+        sample, scene = scene_sample(rng, tokenizer, max_length, index >= scene_conversations, kind_weights, grid,
+                                     one_lettered)  # fmt: skip
+        samples.append(sample)
+        scene_list.append(scene)
+    return conversation_batch(samples, scene_list)
+
+
+def letter_turns(rng: random.Random) -> list[dict]:
+    """A one-question text conversation of the letter phase: a fact asked for a short answer or as four lettered
+    options in MMBench's prompt, half each. A Vicuna has read lettered options in pretraining; the demo LLM learns the
+    look-up here, where it is the only listing in context and the answer comes from the question's own words, before
+    it has to find the answer in a scene."""
+    qa = text_only_qa(rng)
+    lettered = rng.random() >= 0.5
+    while lettered and len(qa.choices) < 4:
+        qa = text_only_qa(rng)
+    prompt, answer = short_or_lettered(qa, rng, lettered)
+    return [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]
+
+
+def short_or_lettered(qa, rng: random.Random, lettered: bool) -> tuple[str, str]:
+    """(prompt, answer): ``qa`` asked for a short answer, or as four lettered options answered by letter."""
+    if not lettered:
+        return f"{qa.question}\n{SHORT_ANSWER}", qa.answer
+    options, letter = multiple_choice(qa, rng)
+    return mc_prompt(qa.question, options), letter
+
+
+def scene_letter_sample(rng: random.Random, tokenizer, max_length: int, grid: int):
+    """``letter_turns`` about a scene written in words: one question of the stage-2 mix, asked for a short answer or
+    as four lettered options, half each; with the scene's per-cell classes, as ``scene_sample``."""
+    scene = scene_with_items(rng, TRAIN_SCENE)
+    qa = pick_question(scene, rng)
+    prompt, answer = short_or_lettered(qa, rng, lettered=rng.random() >= 0.5)
+    turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt}"}, {"from": "gpt", "value": answer}]
+    sample = tokenize_conversation(turns, tokenizer, "vicuna_v1", grid * grid, 1, max_length)
+    items, colors, _ = dense_targets(scene, scenes.BASE_SIZE, grid)
+    return sample, (items, colors)
+
+
+def letter_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, scene_fraction: float = 0.0,
+                 grid: int = SCENE_GRID) -> dict[str, torch.Tensor]:  # fmt: skip
+    """``batch_size`` ``letter_turns`` conversations in ``vicuna_v1``, loss on the answers; a ``scene_fraction`` of
+    them about scenes written in words (``scene_letter_sample``)."""
+    samples, scene_list = [], []
+    for _ in range(batch_size):
+        if scene_fraction and rng.random() < scene_fraction:
+            sample, scene = scene_letter_sample(rng, tokenizer, max_length, grid)
+        else:
+            sample, scene = tokenize_conversation(letter_turns(rng), tokenizer, "vicuna_v1", 0, 0, max_length), None
         samples.append(sample)
         scene_list.append(scene)
     return conversation_batch(samples, scene_list)
@@ -373,8 +444,9 @@ def letter_token_ids(tokenizer) -> torch.Tensor:
 LLM_INIT_STD = 0.08
 
 
-def build_llm(tokenizer, seed: int):
-    config = tiny_text_config(tokenizer, "llama", {**DEMO_LLM, "initializer_range": LLM_INIT_STD})
+def build_llm(tokenizer, seed: int, layers: int = DEMO_LLM["num_hidden_layers"]):
+    overrides = {**DEMO_LLM, "initializer_range": LLM_INIT_STD, "num_hidden_layers": layers}
+    config = tiny_text_config(tokenizer, "llama", overrides)
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
 
@@ -387,18 +459,43 @@ def evaluate_llm(llm, batch, letter_ids: torch.Tensor, tokenizer=None) -> dict:
     return {"loss": loss.item(), **stats}
 
 
+def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -> dict:
+    """The letter phase (``--llm-letter-steps``, before the main mix): one-question fact conversations, half of them
+    lettered (``letter_batch``), constant rate ``--llm-letter-lr``, its own AdamW. Returns the held-out metrics at
+    its end (logged every 250 steps, as ``held_out_*``)."""
+    fraction, grid = args.llm_letter_scenes, LLM_GRIDS[part]
+    held_out = letter_batch(random.Random(f"{args.seed}-letter-heldout"), tokenizer, args.eval_size, args.max_length,
+                            fraction, grid)  # fmt: skip
+    rng = random.Random(f"{args.seed}-letters")
+    optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_letter_lr, weight_decay=0.0)
+    for step in range(1, args.llm_letter_steps + 1):
+        batch = letter_batch(rng, tokenizer, args.llm_letter_batch_size, args.max_length, fraction, grid)
+        loss, stats = llm_loss(llm, batch, letters, tokenizer)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
+        optimizer.step()
+        if step % 250 == 0:
+            stats.update({f"held_out_{k}": v for k, v in evaluate_llm(llm, held_out, letters, tokenizer).items()})
+        log({"part": part, "phase": "letters", "step": step, "loss": loss.item(), **stats})
+    return evaluate_llm(llm, held_out, letters, tokenizer)
+
+
 def train_llm(args, log, part: str = "llm"):
-    """Train an LLM part on warm-up conversations and on scenes written in words on its layout (``LLM_GRIDS``);
+    """Train an LLM part: the letter phase if asked for (``--llm-letter-steps``, ``train_letters``; none in the
+    committed parts), then warm-up conversations and scenes written in words on its layout (``LLM_GRIDS``);
     returns it, its tokenizer and held-out metrics (also logged every 250 steps, as ``held_out_*``)."""
     grid = LLM_GRIDS[part]
     tokenizer = train_tokenizer()
     letters = letter_token_ids(tokenizer)
-    llm = build_llm(tokenizer, args.seed)
-    held_out = text_batch(random.Random(f"{args.seed}-text-heldout"), tokenizer, args.eval_size, args.max_length)
+    llm = build_llm(tokenizer, args.seed, args.llm_layers)
+    held_out = text_batch(random.Random(f"{args.seed}-text-heldout"), tokenizer, args.eval_size, args.max_length,
+                          one_lettered=args.llm_one_lettered)  # fmt: skip
     held_out_captions = text_batch(random.Random(f"{args.seed}-caption-heldout"), tokenizer, 0, args.max_length,
                                    args.eval_size)  # fmt: skip
     held_out_scenes = text_batch(random.Random(f"{args.seed}-scene-heldout"), tokenizer, 0, args.max_length,
-                                 scene_conversations=args.eval_size, grid=grid)  # fmt: skip
+                                 scene_conversations=args.eval_size, grid=grid,
+                                 one_lettered=args.llm_one_lettered)  # fmt: skip
     held_out_scene_captions = text_batch(random.Random(f"{args.seed}-scene-caption-heldout"), tokenizer, 0,
                                          args.max_length, scene_captions=args.eval_size, grid=grid)  # fmt: skip
 
@@ -415,12 +512,14 @@ def train_llm(args, log, part: str = "llm"):
         }
 
     initial = evaluate()
+    after_letters = train_letters(llm, tokenizer, letters, args, log, part) if args.llm_letter_steps else None
     rng = random.Random(f"{args.seed}-text")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay_factor(step, args.llm_steps))
     for step in range(1, args.llm_steps + 1):
         batch = text_batch(rng, tokenizer, args.llm_batch_size, args.max_length, args.llm_captions,
-                           args.llm_scenes, args.llm_scene_captions, args.llm_scene_kinds, grid)  # fmt: skip
+                           args.llm_scenes, args.llm_scene_captions, args.llm_scene_kinds, grid,
+                           args.llm_one_lettered)  # fmt: skip
         loss, stats = llm_loss(llm, batch, letters, tokenizer)
         optimizer.zero_grad()
         loss.backward()
@@ -430,7 +529,8 @@ def train_llm(args, log, part: str = "llm"):
         if step % 250 == 0:
             stats.update({f"held_out_{k}": v for k, v in evaluate().items()})
         log({"part": part, "step": step, "loss": loss.item(), **stats})
-    return llm, tokenizer, {"initial": initial, "final": evaluate()}
+    results = {"initial": initial, **({"after_letters": after_letters} if after_letters else {}), "final": evaluate()}
+    return llm, tokenizer, results
 
 
 PART_NAMES = ("clip", "convnext", "clip_96", *LLM_GRIDS)
@@ -478,6 +578,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KIND=WEIGHT",
         help=f"question kinds of the scene conversations (default the stage-2 mix's: {QUESTION_KINDS})",
     )
+    parser.add_argument(
+        "--llm-letter-steps",
+        type=int,
+        default=0,
+        help="steps of the letter phase before the main mix (one-question fact conversations, half lettered)",
+    )
+    parser.add_argument(
+        "--llm-one-lettered",
+        action="store_true",
+        help="at most one multiple-choice question per conversation, asked first (letter_question_first)",
+    )
+    parser.add_argument("--llm-layers", type=int, default=DEMO_LLM["num_hidden_layers"], help="the LLM's depth")
+    parser.add_argument("--llm-letter-batch-size", type=int, default=16, help="conversations per letter step")
+    parser.add_argument(
+        "--llm-letter-scenes", type=float, default=0.0, help="the fraction of letter-phase conversations about scenes"
+    )
+    parser.add_argument("--llm-letter-lr", type=float, default=1e-3, help="the letter phase's constant rate")
     parser.add_argument("--eval-size", type=int, default=128, help="held-out scenes / conversations")
     parser.add_argument("--branch-lr", type=float, default=3e-3)
     parser.add_argument("--llm-lr", type=float, default=2e-3)
@@ -496,6 +613,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def letter_settings(args) -> dict:
+    return {"letter_steps": args.llm_letter_steps, "letter_batch_size": args.llm_letter_batch_size,
+            "letter_lr": args.llm_letter_lr,
+            **({"letter_scenes": args.llm_letter_scenes} if args.llm_letter_scenes else {})}  # fmt: skip
+
+
 def part_settings(args, part: str) -> dict:
     if part in LLM_GRIDS:
         return {
@@ -505,6 +628,9 @@ def part_settings(args, part: str) -> dict:
             "scenes": args.llm_scenes,
             "scene_captions": args.llm_scene_captions,
             "scene_grid": LLM_GRIDS[part],
+            **({"one_lettered": True} if args.llm_one_lettered else {}),
+            **({"layers": args.llm_layers} if args.llm_layers != DEMO_LLM["num_hidden_layers"] else {}),
+            **(letter_settings(args) if args.llm_letter_steps else {}),
             **({"scene_kinds": args.llm_scene_kinds} if args.llm_scene_kinds else {}),
             "lr": args.llm_lr,
         }
@@ -528,8 +654,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry = {key: round(value, 5) if isinstance(value, float) else value for key, value in entry.items()}
                 log_file.write(json.dumps({**entry, "seconds": round(time.perf_counter() - started, 1)}) + "\n")
                 if entry["step"] % 100 == 0:
-                    stats = " ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in ("part", "step"))
-                    logger.info("%s step %d %s", entry["part"], entry["step"], stats)
+                    stats = " ".join(f"{k} {v:.3f}" for k, v in entry.items() if k not in ("part", "step", "phase"))
+                    logger.info("%s %s step %d %s", entry["part"], entry.get("phase", ""), entry["step"], stats)
 
             if part in LLM_GRIDS:
                 llm, tokenizer, results = train_llm(args, log, part)

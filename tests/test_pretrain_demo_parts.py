@@ -21,7 +21,7 @@ PARTS = ("clip", "convnext", "clip_96", "llm", "llm_144")
 
 
 def short_run(output: Path, seed: int, branch_steps: int = 30, llm_steps: int = 4) -> list[str]:
-    steps = ["--branch-steps", str(branch_steps), "--llm-steps", str(llm_steps)]
+    steps = ["--branch-steps", str(branch_steps), "--llm-letter-steps", "2", "--llm-steps", str(llm_steps)]
     sizes = ["--batch-size", "16", "--llm-batch-size", "4", "--eval-size", "48", "--max-length", "256"]
     return ["--output", str(output), "--seed", str(seed), *steps, *sizes]
 
@@ -52,10 +52,12 @@ def test_the_committed_parts_recorded_command_reproduces_their_first_losses(part
     assert command[:2] == ["python", "scripts/pretrain_demo_parts.py"] and record["seed"] == 0
     # the recorded command, cut to 3 steps (still in the warm-up, so the schedule is the same) and a small held-out set
     short = ["--output", str(tmp_path), "--parts", part, "--branch-steps", "3", "--llm-steps", "3", "--eval-size", "8"]
+    if "letter_steps" in record:  # an LLM part's letter phase comes first: the first 3 logged steps are its own
+        short += ["--llm-letter-steps", "3"]
     assert load_script().main(command[2:] + short) == 0
     committed = [entry["loss"] for entry in read_log(DEMO_PARTS, part)[:3]]
-    assert [entry["loss"] for entry in read_log(tmp_path, part)] == pytest.approx(committed, rel=1e-3)
-    assert len(read_log(DEMO_PARTS, part)) == record["steps"]
+    assert [entry["loss"] for entry in read_log(tmp_path, part)][:3] == pytest.approx(committed, rel=1e-3)
+    assert len(read_log(DEMO_PARTS, part)) == record["steps"] + record.get("letter_steps", 0)
 
 
 def test_the_committed_parts_learned_what_the_demo_needs():
@@ -88,9 +90,10 @@ def test_the_demo_builds_each_tower_with_the_llm_part_of_its_visual_token_layout
 
 def test_rerun_with_the_same_seed_reproduces_the_first_losses(parts, tmp_path):
     load_script().main(short_run(tmp_path, seed=3, branch_steps=3, llm_steps=2))
-    for part in PARTS:
-        expected = [r["loss"] for r in read_log(parts, part)][: 2 if part in ("llm", "llm_144") else 3]
-        assert [r["loss"] for r in read_log(tmp_path, part)] == expected, part
+    for part in PARTS:  # an LLM part: its 2 letter steps and 2 of its main steps; a branch: 3 steps
+        losses = [r["loss"] for r in read_log(tmp_path, part)]
+        assert len(losses) == (4 if part in ("llm", "llm_144") else 3)
+        assert losses == [r["loss"] for r in read_log(parts, part)][: len(losses)], part
     other_seed = tmp_path / "seed4"
     load_script().main([*short_run(other_seed, seed=4, branch_steps=1, llm_steps=1), "--parts", "clip"])
     assert read_log(other_seed, "clip")[0]["loss"] != read_log(parts, "clip")[0]["loss"]  # the seed matters
@@ -206,3 +209,59 @@ def test_scene_kinds_reweight_the_scene_conversations():
     assert len(presence) > 0.9 * len(questions) and len(questions) > 300
     with pytest.raises(SystemExit):
         script.parse_args(["--llm-scene-kinds", "counting=1"])
+
+
+def test_the_letter_phase_asks_one_fact_per_conversation_half_of_them_by_letter():
+    """Hand check of ``letter_turns``: one question per conversation; the short answers are the facts, and the
+    letter of a lettered question names the option that holds the fact (``fact_answer`` computes it from the
+    question's own words)."""
+    import random
+
+    from tests.data.test_scenes import fact_answer
+
+    script, rng = load_script(), random.Random(0)
+    lettered = 0
+    for _ in range(400):
+        turns = script.letter_turns(rng)
+        question, answer = turns
+        assert len(turns) == 2 and question["from"] == "human" and answer["from"] == "gpt"
+        lines = question["value"].split("\n")
+        if lines[1].startswith("A. "):
+            lettered += 1
+            options = dict(line.split(". ", 1) for line in lines[1:-1])
+            assert list(options) == ["A", "B", "C", "D"] and options[answer["value"]] == fact_answer(lines[0])
+        else:
+            assert answer["value"] == fact_answer(lines[0])
+    assert 150 < lettered < 250
+
+
+def test_the_letter_phase_runs_first_and_is_recorded(tmp_path):
+    """``--llm-letter-steps N``: N letter steps are logged before the main mix's, with held-out metrics at their
+    end in ``results.after_letters``, and the settings in ``parts.json``; with ``--llm-letter-scenes`` some of its
+    conversations are about scenes in words (their visual tokens in the batch), and the flags of the tries in
+    docs/quickstart.md are recorded. Without the flags the record is the committed parts' (no letter phase)."""
+    script = load_script()
+    argv = [*short_run(tmp_path, seed=3, llm_steps=2), "--parts", "llm", "--llm-letter-steps", "3"]
+    flags = ["--llm-letter-batch-size", "4", "--llm-letter-scenes", "0.5", "--llm-one-lettered", "--llm-layers", "2"]
+    assert script.main([*argv, *flags]) == 0
+    log = read_log(tmp_path, "llm")
+    assert [entry.get("phase") for entry in log] == ["letters"] * 3 + [None] * 2
+    assert [entry["step"] for entry in log] == [1, 2, 3, 1, 2]
+    record = json.loads((tmp_path / "parts.json").read_text())["parts"]["llm"]
+    assert record["letter_steps"] == 3 and record["letter_batch_size"] == 4 and record["letter_lr"] == 1e-3
+    assert record["letter_scenes"] == 0.5 and record["one_lettered"] is True and record["layers"] == 2
+    assert {"initial", "after_letters", "final"} <= set(record["results"])
+    assert "letter_accuracy" in record["results"]["after_letters"]
+    import random
+
+    from transformers import AutoConfig
+
+    assert AutoConfig.from_pretrained(tmp_path / "llm").num_hidden_layers == 2
+    tokenizer = script.train_tokenizer()
+    batch = script.letter_batch(random.Random(0), tokenizer, 16, 512, scene_fraction=0.5)
+    scene_rows = (batch["items"] > 0).any(dim=1)
+    assert 0 < scene_rows.sum() < 16
+    image_id = tokenizer.convert_tokens_to_ids(script.IMAGE_TOKEN)
+    assert ((batch["input_ids"] == image_id).sum(dim=1)[scene_rows] == script.VISUAL_TOKENS).all()
+    default = script.part_settings(script.parse_args([]), "llm")
+    assert not {"letter_steps", "letter_scenes", "one_lettered", "layers"} & set(default)

@@ -157,6 +157,31 @@ def test_warmup_questions_are_answered_by_their_own_text(scene_sets):
     assert kinds == {"ocr", "choice", "fact"}
 
 
+def test_one_lettered_asks_at_most_one_lettered_question_and_asks_it_first():
+    """``one_lettered=True`` (the LLM part's ``--llm-one-lettered``): a warm-up or stage-2 conversation asks at most
+    one multiple-choice question, as its first turn, as MMBench asks one per image; most still ask several questions
+    and lettered ones stay common. The default keeps lettered questions anywhere (the committed data and parts)."""
+    from piip_llava.data.scene_sets import TRAIN_SCENE, instruct_turns, scene_with_items, warmup_turns
+
+    def positions(one_lettered: bool) -> tuple[list[list[int]], int]:
+        rng, found, several = random.Random(0), [], 0
+        for index in range(400):
+            if index % 2:
+                turns = instruct_turns(scene_with_items(rng, TRAIN_SCENE), rng, one_lettered=one_lettered)
+            else:
+                turns = warmup_turns(rng, one_lettered=one_lettered)
+            questions = [turn["value"] for turn in turns[::2]]
+            found.append([i for i, question in enumerate(questions) if "\nA. " in question])
+            several += len(questions) > 1
+        return found, several
+
+    found, several = positions(one_lettered=True)
+    assert all(lettered in ([], [0]) for lettered in found)
+    assert sum(map(bool, found)) > 0.3 * len(found) and several > 0.5 * len(found)
+    found, _ = positions(one_lettered=False)
+    assert any(len(lettered) > 1 or lettered[:1] not in ([], [0]) for lettered in found)
+
+
 def glyph_rows(image, background):
     """Rows of the image that differ from the background colour."""
     different = (np.asarray(image, dtype=int) - np.asarray(background)).__abs__().sum(axis=2) > 60
