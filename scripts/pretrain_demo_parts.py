@@ -370,17 +370,21 @@ def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, 
     return conversation_batch(samples, scene_list)
 
 
-def letter_turns(rng: random.Random) -> list[dict]:
+def letter_turns(rng: random.Random, image: bool = False) -> list[dict]:
     """A one-question text conversation of the letter phase: a fact asked for a short answer or as four lettered
     options in MMBench's prompt, half each. A Vicuna has read lettered options in pretraining; the demo LLM learns the
     look-up here, where it is the only listing in context and the answer comes from the question's own words, before
-    it has to find the answer in a scene."""
+    it has to find the answer in a scene. ``image``: the question follows an image token (``letter_batch``'s
+    empty prefix)."""
     qa = text_only_qa(rng)
     lettered = rng.random() >= 0.5
     while lettered and len(qa.choices) < 4:
         qa = text_only_qa(rng)
     prompt, answer = short_or_lettered(qa, rng, lettered)
-    return [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]
+    return [
+        {"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt}" if image else prompt},
+        {"from": "gpt", "value": answer},
+    ]
 
 
 def short_or_lettered(qa, rng: random.Random, lettered: bool) -> tuple[str, str]:
@@ -404,18 +408,35 @@ def scene_letter_sample(rng: random.Random, tokenizer, max_length: int, grid: in
 
 
 def letter_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, scene_fraction: float = 0.0,
-                 grid: int = SCENE_GRID) -> dict[str, torch.Tensor]:  # fmt: skip
+                 grid: int = SCENE_GRID, prefix: int = 0) -> dict[str, torch.Tensor]:  # fmt: skip
     """``batch_size`` ``letter_turns`` conversations in ``vicuna_v1``, loss on the answers; a ``scene_fraction`` of
-    them about scenes written in words (``scene_letter_sample``)."""
+    them about scenes written in words (``scene_letter_sample``). ``prefix``: the text conversations open with an
+    image of that many visual tokens where nothing is (the image token's embedding alone, as ``embed_scenes`` writes
+    an empty cell)."""
     samples, scene_list = [], []
+    empty = (torch.zeros(prefix, dtype=torch.long),) * 2
     for _ in range(batch_size):
         if scene_fraction and rng.random() < scene_fraction:
             sample, scene = scene_letter_sample(rng, tokenizer, max_length, grid)
         else:
-            sample, scene = tokenize_conversation(letter_turns(rng), tokenizer, "vicuna_v1", 0, 0, max_length), None
+            turns = letter_turns(rng, image=prefix > 0)
+            sample = tokenize_conversation(turns, tokenizer, "vicuna_v1", prefix, int(prefix > 0), max_length)
+            scene = empty if prefix else None
         samples.append(sample)
         scene_list.append(scene)
     return conversation_batch(samples, scene_list)
+
+
+def letter_prefix(step: int, args, grid: int) -> int:
+    """The empty image prefix of the letter phase's text conversations at ``step`` (``--llm-letter-prefix-ramp``):
+    it grows a grid row at a time from none to the part's ``grid**2`` visual tokens over that fraction of the phase.
+    A prefix of all the visual tokens from the start keeps the letters at chance (0.30 after 3,000 steps behind 64
+    empty tokens, 0.93 with none; docs/quickstart.md): the look-up two tokens back is learned first, then kept as
+    the context grows."""
+    if not args.llm_letter_prefix_ramp:
+        return 0
+    ramp_steps = args.llm_letter_prefix_ramp * args.llm_letter_steps
+    return min(grid, int(grid * step / ramp_steps)) * grid
 
 
 def llm_loss(llm, batch: dict, letter_ids: torch.Tensor | None = None, tokenizer=None) -> tuple[torch.Tensor, dict]:
@@ -466,21 +487,38 @@ def evaluate_llm(llm, batch, letter_ids: torch.Tensor, tokenizer=None) -> dict:
 
 def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -> dict:
     """The letter phase (``--llm-letter-steps``, before the main mix): one-question fact conversations, half of them
-    lettered (``letter_batch``), constant rate ``--llm-letter-lr``, its own AdamW. Returns the held-out metrics at
-    its end (logged every 250 steps, as ``held_out_*``)."""
+    lettered (``letter_batch``), constant rate ``--llm-letter-lr``, its own AdamW. With ``--llm-letter-prefix-ramp``
+    the text conversations sit behind the growing empty image of ``letter_prefix``, and the ``--llm-letter-scenes``
+    fraction about scenes in words comes in once that image is whole (text letters behind an image first, then
+    the composition with a scene). Returns the held-out metrics at its end (logged every 250 steps, as
+    ``held_out_*``), with ``--llm-letter-scenes`` the letters of held-out scene questions alone as
+    ``scene_letter_accuracy``."""
     fraction, grid = args.llm_letter_scenes, LLM_GRIDS[part]
+    full_prefix = grid * grid if args.llm_letter_prefix_ramp else 0  # held out behind the whole prefix
     held_out = letter_batch(random.Random(f"{args.seed}-letter-heldout"), tokenizer, args.eval_size, args.max_length,
-                            fraction, grid)  # fmt: skip
+                            fraction, grid, full_prefix)  # fmt: skip
+    held_out_scenes = letter_batch(random.Random(f"{args.seed}-letter-scene-heldout"), tokenizer, args.eval_size,
+                                   args.max_length, 1.0, grid) if fraction else None  # fmt: skip
+
+    def evaluate() -> dict:
+        metrics = evaluate_llm(llm, held_out, letters, tokenizer)
+        if held_out_scenes is not None:
+            metrics["scene_letter_accuracy"] = evaluate_llm(llm, held_out_scenes, letters, tokenizer)["letter_accuracy"]
+        return metrics
+
     rng = random.Random(f"{args.seed}-letters")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_letter_lr, weight_decay=0.0)
     for step in range(1, args.llm_letter_steps + 1):
-        batch = letter_batch(rng, tokenizer, args.llm_letter_batch_size, args.max_length, fraction, grid)
+        prefix = letter_prefix(step, args, grid)
+        scene_fraction = fraction if prefix == full_prefix else 0.0  # scenes only behind a whole image
+        batch = letter_batch(rng, tokenizer, args.llm_letter_batch_size, args.max_length, scene_fraction, grid, prefix)
         loss, stats = llm_loss(llm, batch, letters, tokenizer)
         optimizer_step(llm, optimizer, loss)
         if step % 250 == 0:
-            stats.update({f"held_out_{k}": v for k, v in evaluate_llm(llm, held_out, letters, tokenizer).items()})
-        log({"part": part, "phase": "letters", "step": step, "loss": loss.item(), **stats})
-    return evaluate_llm(llm, held_out, letters, tokenizer)
+            stats.update({f"held_out_{k}": v for k, v in evaluate().items()})
+        log({"part": part, "phase": "letters", "step": step, "loss": loss.item(), **stats,
+             **({"prefix": prefix} if args.llm_letter_prefix_ramp else {})})  # fmt: skip
+    return evaluate()
 
 
 def train_llm(args, log, part: str = "llm"):
@@ -594,6 +632,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--llm-letter-scenes", type=float, default=0.0, help="the fraction of letter-phase conversations about scenes"
     )
     parser.add_argument("--llm-letter-lr", type=float, default=1e-3, help="the letter phase's constant rate")
+    parser.add_argument(
+        "--llm-letter-prefix-ramp",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="the letter phase's text conversations open with an empty image that grows a grid row at a time to "
+        "all the part's visual tokens over this fraction of the phase (letter_prefix; 0: no image)",
+    )
     parser.add_argument("--eval-size", type=int, default=128, help="held-out scenes / conversations")
     parser.add_argument("--branch-lr", type=float, default=3e-3)
     parser.add_argument("--llm-lr", type=float, default=2e-3)
@@ -607,6 +653,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for key in [name] if name else list(steps):
             steps[key] = int(count)
     args.branch_steps = steps
+    if args.llm_letter_prefix_ramp and not (0 < args.llm_letter_prefix_ramp <= 1 and args.llm_letter_steps):
+        parser.error("--llm-letter-prefix-ramp takes a fraction in (0, 1] of a letter phase (--llm-letter-steps)")
     kinds = name_values(args.llm_scene_kinds, list(QUESTION_KINDS), float, "KIND")
     args.llm_scene_kinds = {**dict.fromkeys(QUESTION_KINDS, 0.0), **kinds} if kinds else None
     return args
@@ -633,6 +681,7 @@ def part_settings(args, part: str) -> dict:
                 else {}
             ),  # fmt: skip
             **({"letter_scenes": args.llm_letter_scenes} if args.llm_letter_scenes else {}),
+            **({"letter_prefix_ramp": args.llm_letter_prefix_ramp} if args.llm_letter_prefix_ramp else {}),
             **({"scene_kinds": args.llm_scene_kinds} if args.llm_scene_kinds else {}),
             "lr": args.llm_lr,
         }

@@ -265,3 +265,55 @@ def test_the_letter_phase_runs_first_and_is_recorded(tmp_path):
     assert ((batch["input_ids"] == image_id).sum(dim=1)[scene_rows] == script.VISUAL_TOKENS).all()
     default = script.part_settings(script.parse_args([]), "llm")
     assert not {"letter_steps", "letter_scenes", "one_lettered", "layers"} & set(default)
+
+
+def test_the_letter_prefix_grows_a_grid_row_at_a_time_and_is_empty(tmp_path):
+    """``--llm-letter-prefix-ramp 0.8`` over 3,000 letter steps on the 8x8 part: no image for the first 299 steps,
+    then 8 more empty visual tokens every 300 steps, all 64 from step 2,400 (hand computation); ``llm_144`` grows by
+    its 12-token rows to 144. The text conversations then open with that many image tokens whose embeddings are
+    the image token's alone, and the held-out conversations sit behind the whole prefix. A run logs the prefix of
+    each step and records the ramp."""
+    import random
+
+    script = load_script()
+    args = script.parse_args(["--llm-letter-steps", "3000", "--llm-letter-prefix-ramp", "0.8"])
+    prefixes = [script.letter_prefix(step, args, 8) for step in range(1, 3001)]
+    assert prefixes[:299] == [0] * 299 and prefixes[299] == 8 and prefixes[599] == 16
+    assert prefixes[2398] == 56 and set(prefixes[2399:]) == {64}
+    assert sorted(set(prefixes)) == list(range(0, 65, 8))
+    assert script.letter_prefix(3000, args, 12) == 144 and script.letter_prefix(300, args, 12) == 12
+    assert script.letter_prefix(3000, script.parse_args([]), 8) == 0  # off by default
+
+    tokenizer = script.train_tokenizer()
+    image_id = tokenizer.convert_tokens_to_ids(script.IMAGE_TOKEN)
+    batch = script.letter_batch(random.Random(0), tokenizer, 8, 512, prefix=24)
+    assert ((batch["input_ids"] == image_id).sum(dim=1) == 24).all() and batch["items"].shape == (8, 24)
+    assert not batch["items"].any() and not batch["colors"].any()
+    llm = script.build_llm(tokenizer, seed=0, layers=1)
+    embeds = script.embed_scenes(llm, tokenizer, batch)
+    table = llm.get_input_embeddings().weight
+    torch.testing.assert_close(embeds[batch["input_ids"] == image_id], table[image_id].expand(8 * 24, -1))
+    plain = script.letter_batch(random.Random(0), tokenizer, 8, 512)
+    assert "items" not in plain and not (plain["input_ids"] == image_id).any()
+
+    # A run: the prefix of each step in the log; scene questions (--llm-letter-scenes) only behind the whole image.
+    calls, letter_batch = [], script.letter_batch
+
+    def recording_letter_batch(rng, tokenizer, batch_size, max_length, scene_fraction=0.0, grid=8, prefix=0):
+        calls.append((scene_fraction, prefix))
+        return letter_batch(rng, tokenizer, batch_size, max_length, scene_fraction, grid, prefix)
+
+    script.letter_batch = recording_letter_batch
+    argv = [*short_run(tmp_path, seed=4, llm_steps=1), "--parts", "llm", "--llm-letter-steps", "4"]
+    flags = ["--llm-letter-prefix-ramp", "0.5", "--llm-letter-scenes", "0.5", "--llm-layers", "1"]
+    assert script.main([*argv, *flags]) == 0
+    letters = [entry for entry in read_log(tmp_path, "llm") if entry.get("phase") == "letters"]
+    assert [entry["prefix"] for entry in letters] == [32, 64, 64, 64]  # 8 rows over 2 steps: 4 a step
+    assert calls[:2] == [(0.5, 64), (1.0, 0)]  # held out: behind the whole image; scene questions alone
+    assert calls[2:] == [(0.0, 32), (0.5, 64), (0.5, 64), (0.5, 64)]
+    record = json.loads((tmp_path / "parts.json").read_text())["parts"]["llm"]
+    assert record["letter_prefix_ramp"] == 0.5 and record["letter_scenes"] == 0.5
+    assert 0 <= record["results"]["after_letters"]["scene_letter_accuracy"] <= 1
+    for bad in (["--llm-letter-prefix-ramp", "0.5"], ["--llm-letter-steps", "5", "--llm-letter-prefix-ramp", "2"]):
+        with pytest.raises(SystemExit):
+            script.parse_args(bad)
