@@ -49,8 +49,8 @@ from piip_llava.data.preprocess import tokenize_conversation
 from piip_llava.data.scene_sets import (
     QUESTION_KINDS,
     TRAIN_SCENE,
+    ask,
     instruct_turns,
-    mc_prompt,
     pick_question,
     scene_with_items,
     warmup_turns,
@@ -61,13 +61,11 @@ from piip_llava.data.scenes import (
     VOCABULARY,
     SceneSpec,
     caption,
-    multiple_choice,
     random_scene,
     render_scene,
     text_only_qa,
 )
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER, name_values
-from piip_llava.eval.benchmarks import SHORT_ANSWER
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
 from piip_llava.model.conversation import IMAGE_TOKEN
 from piip_llava.model.tiny import tiny_text_config, train_tokenizer
@@ -318,6 +316,12 @@ def scene_sample(rng: random.Random, tokenizer, max_length: int, as_caption: boo
     else:
         turns = instruct_turns(scene, rng, kind_weights=kind_weights, one_lettered=one_lettered)
         template = "vicuna_v1"
+    return scene_row(scene, turns, tokenizer, template, max_length, grid)
+
+
+def scene_row(scene, turns: list[dict], tokenizer, template: str, max_length: int, grid: int):
+    """A conversation about ``scene`` tokenized with its ``grid`` x ``grid`` visual tokens, and the scene's
+    per-cell (item, colour) classes (``dense_targets``) that ``embed_scenes`` writes there."""
     sample = tokenize_conversation(turns, tokenizer, template, grid * grid, 1, max_length)
     items, colors, _ = dense_targets(scene, scenes.BASE_SIZE, grid)
     return sample, (items, colors)
@@ -380,19 +384,16 @@ def letter_turns(rng: random.Random, image: bool = False) -> list[dict]:
     lettered = rng.random() >= 0.5
     while lettered and len(qa.choices) < 4:
         qa = text_only_qa(rng)
-    prompt, answer = short_or_lettered(qa, rng, lettered)
+    return image_question(*ask(qa, rng, lettered), image)
+
+
+def image_question(prompt: str, answer: str, image: bool = True) -> list[dict]:
+    """One question and its answer; with ``image`` the question follows ``<image>`` on its own line, as LLaVA
+    asks it."""
     return [
         {"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt}" if image else prompt},
         {"from": "gpt", "value": answer},
     ]
-
-
-def short_or_lettered(qa, rng: random.Random, lettered: bool) -> tuple[str, str]:
-    """(prompt, answer): ``qa`` asked for a short answer, or as four lettered options answered by letter."""
-    if not lettered:
-        return f"{qa.question}\n{SHORT_ANSWER}", qa.answer
-    options, letter = multiple_choice(qa, rng)
-    return mc_prompt(qa.question, options), letter
 
 
 def scene_letter_sample(rng: random.Random, tokenizer, max_length: int, grid: int):
@@ -400,11 +401,8 @@ def scene_letter_sample(rng: random.Random, tokenizer, max_length: int, grid: in
     as four lettered options, half each; with the scene's per-cell classes, as ``scene_sample``."""
     scene = scene_with_items(rng, TRAIN_SCENE)
     qa = pick_question(scene, rng)
-    prompt, answer = short_or_lettered(qa, rng, lettered=rng.random() >= 0.5)
-    turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt}"}, {"from": "gpt", "value": answer}]
-    sample = tokenize_conversation(turns, tokenizer, "vicuna_v1", grid * grid, 1, max_length)
-    items, colors, _ = dense_targets(scene, scenes.BASE_SIZE, grid)
-    return sample, (items, colors)
+    turns = image_question(*ask(qa, rng, lettered=rng.random() >= 0.5))
+    return scene_row(scene, turns, tokenizer, "vicuna_v1", max_length, grid)
 
 
 def letter_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, scene_fraction: float = 0.0,
@@ -660,6 +658,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def optional_llm_settings(args) -> dict:
+    """The LLM settings of the tries in docs/quickstart.md, recorded only when used, so that the committed parts'
+    records stay as they were made (the letter phase's batch size and rate only with a letter phase)."""
+    settings = {
+        "one_lettered": args.llm_one_lettered,
+        "layers": args.llm_layers if args.llm_layers != DEMO_LLM["num_hidden_layers"] else None,
+        "letter_steps": args.llm_letter_steps,
+        "letter_batch_size": args.llm_letter_batch_size if args.llm_letter_steps else None,
+        "letter_lr": args.llm_letter_lr if args.llm_letter_steps else None,
+        "letter_scenes": args.llm_letter_scenes,
+        "letter_prefix_ramp": args.llm_letter_prefix_ramp,
+        "scene_kinds": args.llm_scene_kinds,
+    }
+    return {key: value for key, value in settings.items() if value}
+
+
 def part_settings(args, part: str) -> dict:
     if part in LLM_GRIDS:
         return {
@@ -669,20 +683,7 @@ def part_settings(args, part: str) -> dict:
             "scenes": args.llm_scenes,
             "scene_captions": args.llm_scene_captions,
             "scene_grid": LLM_GRIDS[part],
-            **({"one_lettered": True} if args.llm_one_lettered else {}),
-            **({"layers": args.llm_layers} if args.llm_layers != DEMO_LLM["num_hidden_layers"] else {}),
-            **(
-                {
-                    "letter_steps": args.llm_letter_steps,
-                    "letter_batch_size": args.llm_letter_batch_size,
-                    "letter_lr": args.llm_letter_lr,
-                }
-                if args.llm_letter_steps
-                else {}
-            ),  # fmt: skip
-            **({"letter_scenes": args.llm_letter_scenes} if args.llm_letter_scenes else {}),
-            **({"letter_prefix_ramp": args.llm_letter_prefix_ramp} if args.llm_letter_prefix_ramp else {}),
-            **({"scene_kinds": args.llm_scene_kinds} if args.llm_scene_kinds else {}),
+            **optional_llm_settings(args),
             "lr": args.llm_lr,
         }
     return {"steps": args.branch_steps[part], "batch_size": args.batch_size, "lr": args.branch_lr}

@@ -112,6 +112,15 @@ def mc_prompt(question: str, options: list[str]) -> str:
         f"\n{LETTER_ANSWER}"  # fmt: skip
 
 
+def ask(qa: QA, rng: random.Random, lettered: bool) -> tuple[str, str]:
+    """(prompt, answer): ``qa`` asked for a short answer (LLaVA's short-answer suffix), or as lettered options in
+    MMBench's prompt, answered by letter."""
+    if not lettered:
+        return f"{qa.question}\n{SHORT_ANSWER}", qa.answer
+    options, letter = multiple_choice(qa, rng)
+    return mc_prompt(qa.question, options), letter
+
+
 def textvqa_prompt(question: str, ocr_tokens: list[str] | None) -> str:
     """LLaVA's TextVQA prompt: the question, the "Reference OCR token" line when given, the short-answer suffix."""
     ocr = f"\nReference OCR token: {', '.join(ocr_tokens)}" if ocr_tokens else ""
@@ -141,14 +150,12 @@ def _question_turn(kind: str, scene: Scene, rng: random.Random) -> tuple[str, st
         qa = rng.choice(word_questions(scene, rng))
         return textvqa_prompt(qa.question, scene.ocr_tokens()), qa.answer
     if kind == "choice":
-        qa = pick_question(scene, rng)
-        options, letter = multiple_choice(qa, rng)
-        return mc_prompt(qa.question, options), letter
+        return ask(pick_question(scene, rng), rng, lettered=True)
     if kind == "yesno":
         qa = presence_question(scene, rng, adversarial=rng.random() < 0.5)
     else:
         qa = pick_question(scene, rng)
-    return f"{qa.question}\n{SHORT_ANSWER}", qa.answer
+    return ask(qa, rng, lettered=False)
 
 
 def instruct_turns(
@@ -208,17 +215,16 @@ def warmup_turns(rng: random.Random, max_questions: int = 8, one_lettered: bool 
             qa, tokens = reading_qa(rng)
             turns += _turn(textvqa_prompt(qa.question, tokens), qa.answer)
         elif rng.random() < 0.5:
-            qa = text_only_qa(rng)
-            turns += _turn(f"{qa.question}\n{SHORT_ANSWER}", qa.answer)
+            turns += _turn(*ask(text_only_qa(rng), rng, lettered=False))
         else:
             qa = text_only_qa(rng)
             while len(qa.choices) < 4:
                 qa = text_only_qa(rng)
-            options, letter = multiple_choice(qa, rng)
+            turn = _turn(*ask(qa, rng, lettered=True))
             if not one_lettered:
-                turns += _turn(mc_prompt(qa.question, options), letter)
+                turns += turn
             elif not lettered:
-                lettered = _turn(mc_prompt(qa.question, options), letter)
+                lettered = turn
     return lettered + turns
 
 
