@@ -5,7 +5,9 @@ PIIP-LLaVA training (docs/design.md): the ``demo-convnext-clip_128-64`` tower's 
   the shapes or one of the 24 words, and its colour) and how many shapes the scene has, through linear heads. The
   branch is trained as the plain ``transformers`` backbone (``CLIPVisionModel`` / ``ConvNextModel``) and saved
   with ``save_pretrained``, so ``piip-llava build --branch-weights NAME=DIR`` loads it as it loads a real CLIP.
-- The LLM (``DEMO_LLM``, a tiny Llama with the locally trained BPE tokenizer) learns, per step, warm-up
+- The LLM (``DEMO_LLM``, a tiny Llama with the locally trained BPE tokenizer) first learns option letters in a
+  letter phase (:func:`train_letters`: an option picked, then its letter, behind an empty image that grows to the
+  full visual-token grid, then also lettered questions about scenes in words), then, per step, warm-up
   conversations in the ``vicuna_v1`` chat format (``--llm-batch-size``: short answers, copying a word from a
   "Reference OCR token" line, option letters) and, most of the step, conversations (``--llm-scenes``) and captions
   (``--llm-scene-captions``) about scenes written in words where the visual tokens go (:func:`embed_scenes`), as a
@@ -63,7 +65,6 @@ from piip_llava.data.scenes import (
     caption,
     random_scene,
     render_scene,
-    text_only_qa,
 )
 from piip_llava.demo import DEMO_LLM, DEMO_TOWER, name_values
 from piip_llava.model.configuration_piip_llava import IMAGENET_MEAN, IMAGENET_STD
@@ -374,17 +375,20 @@ def text_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, 
     return conversation_batch(samples, scene_list)
 
 
+PICK_QUESTION = "Choose one of the options."
+
+
 def letter_turns(rng: random.Random, image: bool = False) -> list[dict]:
-    """A one-question text conversation of the letter phase: a fact asked for a short answer or as four lettered
-    options in MMBench's prompt, half each. A Vicuna has read lettered options in pretraining; the demo LLM learns the
-    look-up here, where it is the only listing in context and the answer comes from the question's own words, before
-    it has to find the answer in a scene. ``image``: the question follows an image token (``letter_batch``'s
-    empty prefix)."""
-    qa = text_only_qa(rng)
-    lettered = rng.random() >= 0.5
-    while lettered and len(qa.choices) < 4:
-        qa = text_only_qa(rng)
-    return image_question(*ask(qa, rng, lettered), image)
+    """A one-question text conversation of the letter phase: four options of one kind (colours, shapes or written
+    words) in MMBench's prompt under "Choose one of the options.", answered with one of them picked at random, then
+    its letter ("orange C", as ``ask`` answers a lettered question). Only the option just written tells the letter,
+    so this teaches the look-up a lettered question about a scene needs: find that word among the options and copy
+    the letter in front of it. Facts asked by letter ("What color is a plum?") taught a map from the question to
+    its option instead, which a question about a scene gives nothing to (docs/quickstart.md). ``image``: the
+    question follows an image token (``letter_batch``'s empty prefix)."""
+    pool = rng.sample(list(rng.choice([list(COLORS), SHAPES, list(VOCABULARY)])), 4)
+    qa = scenes.QA(PICK_QUESTION, rng.choice(pool), "pick", tuple(pool))
+    return image_question(*ask(qa, rng, lettered=True), image)
 
 
 def image_question(prompt: str, answer: str, image: bool = True) -> list[dict]:
@@ -484,12 +488,12 @@ def evaluate_llm(llm, batch, letter_ids: torch.Tensor, tokenizer=None) -> dict:
 
 
 def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -> dict:
-    """The letter phase (``--llm-letter-steps``, before the main mix): one-question fact conversations, half of them
-    lettered (``letter_batch``), constant rate ``--llm-letter-lr``, its own AdamW. With ``--llm-letter-prefix-ramp``
-    the text conversations sit behind the growing empty image of ``letter_prefix``, and the ``--llm-letter-scenes``
-    fraction about scenes in words comes in once that image is whole (text letters behind an image first, then
-    the composition with a scene). Returns the held-out metrics at its end (logged every 250 steps, as
-    ``held_out_*``), with ``--llm-letter-scenes`` the letters of held-out scene questions alone as
+    """The letter phase (``--llm-letter-steps``, before the main mix): one-question conversations, an option picked
+    and lettered (``letter_turns``, ``letter_batch``), constant rate ``--llm-letter-lr``, its own AdamW. With
+    ``--llm-letter-prefix-ramp`` the text conversations sit behind the growing empty image of ``letter_prefix``, and
+    the ``--llm-letter-scenes`` fraction about scenes in words comes in once that image is whole (text letters
+    behind an image first, then the composition with a scene). Returns the held-out metrics at its end (logged every
+    250 steps, as ``held_out_*``), with ``--llm-letter-scenes`` the letters of held-out scene questions alone as
     ``scene_letter_accuracy``."""
     fraction, grid = args.llm_letter_scenes, LLM_GRIDS[part]
     full_prefix = grid * grid if args.llm_letter_prefix_ramp else 0  # held out behind the whole prefix
@@ -506,7 +510,7 @@ def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -
 
     rng = random.Random(f"{args.seed}-letters")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_letter_lr, weight_decay=0.0)
-    for step in range(1, args.llm_letter_steps + 1):
+    for step in range(1, min(args.llm_letter_steps, args.llm_letter_stop or args.llm_letter_steps) + 1):
         prefix = letter_prefix(step, args, grid)
         scene_fraction = fraction if prefix == full_prefix else 0.0  # scenes only behind a whole image
         batch = letter_batch(rng, tokenizer, args.llm_letter_batch_size, args.max_length, scene_fraction, grid, prefix)
@@ -520,9 +524,9 @@ def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -
 
 
 def train_llm(args, log, part: str = "llm"):
-    """Train an LLM part: the letter phase if asked for (``--llm-letter-steps``, ``train_letters``; none in the
-    committed parts), then warm-up conversations and scenes written in words on its layout (``LLM_GRIDS``);
-    returns it, its tokenizer and held-out metrics (also logged every 250 steps, as ``held_out_*``)."""
+    """Train an LLM part: the letter phase (``--llm-letter-steps``, ``train_letters``), then warm-up conversations
+    and scenes written in words on its layout (``LLM_GRIDS``); returns it, its tokenizer and held-out metrics (also
+    logged every 250 steps, as ``held_out_*``)."""
     grid = LLM_GRIDS[part]
     tokenizer = train_tokenizer()
     letters = letter_token_ids(tokenizer)
@@ -616,24 +620,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--llm-letter-steps",
         type=int,
-        default=0,
-        help="steps of the letter phase before the main mix (one-question fact conversations, half lettered)",
+        default=6000,
+        help="steps of the letter phase before the main mix (one-question conversations: an option picked and "
+        "lettered, letter_turns; 0: none)",
     )
     parser.add_argument(
         "--llm-one-lettered",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="at most one multiple-choice question per conversation, asked first (letter_question_first)",
     )
     parser.add_argument("--llm-layers", type=int, default=DEMO_LLM["num_hidden_layers"], help="the LLM's depth")
     parser.add_argument("--llm-letter-batch-size", type=int, default=16, help="conversations per letter step")
     parser.add_argument(
-        "--llm-letter-scenes", type=float, default=0.0, help="the fraction of letter-phase conversations about scenes"
+        "--llm-letter-scenes", type=float, default=0.5, help="the fraction of letter-phase conversations about scenes"
     )
     parser.add_argument("--llm-letter-lr", type=float, default=1e-3, help="the letter phase's constant rate")
     parser.add_argument(
+        "--llm-letter-stop",
+        type=int,
+        default=0,
+        metavar="N",
+        help="end the letter phase after N steps, its schedule still that of --llm-letter-steps (to rerun the start "
+        "of a recorded command)",
+    )
+    parser.add_argument(
         "--llm-letter-prefix-ramp",
         type=float,
-        default=0.0,
+        default=0.5,
         metavar="F",
         help="the letter phase's text conversations open with an empty image that grows a grid row at a time to "
         "all the part's visual tokens over this fraction of the phase (letter_prefix; 0: no image)",
@@ -651,8 +665,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         for key in [name] if name else list(steps):
             steps[key] = int(count)
     args.branch_steps = steps
-    if args.llm_letter_prefix_ramp and not (0 < args.llm_letter_prefix_ramp <= 1 and args.llm_letter_steps):
-        parser.error("--llm-letter-prefix-ramp takes a fraction in (0, 1] of a letter phase (--llm-letter-steps)")
+    if not 0 <= args.llm_letter_prefix_ramp <= 1:
+        parser.error("--llm-letter-prefix-ramp takes a fraction in [0, 1] of the letter phase (--llm-letter-steps)")
+    if not args.llm_letter_steps:  # no letter phase: nothing of it to record
+        args.llm_letter_prefix_ramp = args.llm_letter_scenes = 0.0
     kinds = name_values(args.llm_scene_kinds, list(QUESTION_KINDS), float, "KIND")
     args.llm_scene_kinds = {**dict.fromkeys(QUESTION_KINDS, 0.0), **kinds} if kinds else None
     return args

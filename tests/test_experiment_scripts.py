@@ -109,7 +109,8 @@ class _NextTokenOracle(torch.nn.Module):
 
 def test_scene_skill_accuracy_scores_the_first_answer_token_against_an_oracle(tmp_path):
     """The next-token oracle scores 100 on every skill, with the scene or blanked; repeating the current token (the
-    separator before the answer) scores 0: the score reads the answer's first token, not its neighbour."""
+    separator before the answer) scores 0: the score reads the answer's first token (a lettered answer's tokens up
+    to its letter), not its neighbour."""
     from piip_llava.model.tiny import train_tokenizer
 
     skills, tokenizer = load_script("llm_scene_skills"), train_tokenizer()
@@ -119,6 +120,12 @@ def test_scene_skill_accuracy_scores_the_first_answer_token_against_an_oracle(tm
         assert {"presence", "color"} <= set(table) and any(skill.startswith("letter: ") for skill in table)
         for row in table.values():
             assert row["scene"] == row["blank"] == expected
+    # An oracle that names the option but writes the letter after the right one: lettered skills score 0, the rest 100.
+    letters = [tokenizer.convert_tokens_to_ids(letter) for letter in "ABCD"]
+    oracle = _NextTokenOracle(len(tokenizer), 1)
+    oracle.embedding.weight.data[letters] = oracle.embedding.weight.data[letters[1:] + letters[:1]]
+    for skill, row in skills.skill_table(oracle, tokenizer, samples=60, seed=1).items():
+        assert row["scene"] == row["blank"] == (0.0 if skill.startswith("letter: ") else 100.0), skill
 
 
 def test_scene_skills_runs_on_an_llm_part(tmp_path, capsys):

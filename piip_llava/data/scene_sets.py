@@ -114,11 +114,14 @@ def mc_prompt(question: str, options: list[str]) -> str:
 
 def ask(qa: QA, rng: random.Random, lettered: bool) -> tuple[str, str]:
     """(prompt, answer): ``qa`` asked for a short answer (LLaVA's short-answer suffix), or as lettered options in
-    MMBench's prompt, answered by letter."""
+    MMBench's prompt, answered with the option's text, then its letter ("orange C"). MMBench's matching reads the
+    letter (``extract_choice``); the text in front lets a small LLM copy the letter from the option it has just
+    named, where a bare letter needs the answer and its option found in one step, which the demo LLM never learned
+    about a scene (docs/quickstart.md, "What limits it")."""
     if not lettered:
         return f"{qa.question}\n{SHORT_ANSWER}", qa.answer
     options, letter = multiple_choice(qa, rng)
-    return mc_prompt(qa.question, options), letter
+    return mc_prompt(qa.question, options), f"{qa.answer} {letter}"
 
 
 def textvqa_prompt(question: str, ocr_tokens: list[str] | None) -> str:
@@ -188,7 +191,8 @@ def instruct_turns(
 
 def write_instruct(folder: Path, count: int, seed: int = 0, image_size: int = 128,
                    text_only_fraction: float = 0.05) -> Path:  # fmt: skip
-    """The stage-2 mix; images under ``folder/images/instruct``."""
+    """The stage-2 mix; images under ``folder/images/instruct``. At most one lettered question per conversation,
+    first (``letter_question_first``), as MMBench asks it and as the demo LLM part learned its letters."""
     rng = _rng(seed, "instruct")
     records = []
     for index in range(count):
@@ -199,7 +203,13 @@ def write_instruct(folder: Path, count: int, seed: int = 0, image_size: int = 12
             continue
         scene = scene_with_items(rng, TRAIN_SCENE)
         image = _save(scene, folder / "images" / "instruct", f"{index:06d}.png", image_size)
-        records.append({"id": sample_id, "image": f"instruct/{image}", "conversations": instruct_turns(scene, rng)})
+        records.append(
+            {
+                "id": sample_id,
+                "image": f"instruct/{image}",
+                "conversations": instruct_turns(scene, rng, one_lettered=True),
+            }
+        )
     path = folder / "instruct.json"
     path.write_text(json.dumps(records))
     return path

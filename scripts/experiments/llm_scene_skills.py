@@ -3,8 +3,9 @@ written in words (``scripts/pretrain_demo_parts.py``: image token + item name + 
 
 This is the ceiling of the demo for that LLM: a projector can at best make the visual tokens look like this. Each
 row is one question skill in the stage-2 formats (short answer, lettered options, yes/no presence), scored on the
-first answer token that is not blank, with the scene and with every cell blanked (the image token alone: what the
-LLM gets from the question and its priors).
+first answer token that is not blank (a lettered answer, the option's text then its letter: on every token up to
+the letter, so a row is right when greedy decoding writes that answer), with the scene and with every cell blanked
+(the image token alone: what the LLM gets from the question and its priors).
 
     python scripts/experiments/llm_scene_skills.py --llm DIR [--grid 8] [--samples 600] [--json OUT]
 """
@@ -23,7 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from piip_llava.data import scenes
-from piip_llava.data.scene_sets import TRAIN_SCENE, mc_prompt, pick_question, scene_with_items
+from piip_llava.data.scene_sets import TRAIN_SCENE, ask, pick_question, scene_with_items
 from piip_llava.eval.benchmarks import SHORT_ANSWER
 
 SCRIPT = Path(__file__).resolve().parents[1] / "pretrain_demo_parts.py"
@@ -40,23 +41,27 @@ def question(scene, rng: random.Random) -> tuple[str, str, str]:
     """(prompt, answer, skill): a short-answer, lettered-option or presence question about the scene."""
     qa, kind = pick_question(scene, rng), rng.choice(["short", "choice", "presence"])
     if kind == "choice":
-        options, letter = scenes.multiple_choice(qa, rng)
-        return mc_prompt(qa.question, options), letter, f"letter: {qa.category}"
+        return *ask(qa, rng, lettered=True), f"letter: {qa.category}"
     if kind == "presence":
         qa = scenes.presence_question(scene, rng, adversarial=rng.random() < 0.5)
     return f"{qa.question}\n{SHORT_ANSWER}", qa.answer, qa.category
 
 
-def first_answer_accuracy(llm, tokenizer, parts, batch: dict, blank: torch.Tensor) -> float:
+def first_answer_accuracy(llm, tokenizer, parts, batch: dict, blank: torch.Tensor, whole: bool = False) -> float:
     """Share of rows whose first non-blank answer token (``blank``: per token id, whether it decodes to
-    whitespace) is the argmax of the logits before it."""
+    whitespace) is the argmax of the logits before it; ``whole``: every answer token but the end token is."""
     with torch.no_grad():
         embeds = parts.embed_scenes(llm, tokenizer, batch)
         logits = llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits[:, :-1]
     targets = batch["labels"][:, 1:]
-    first = ((targets != parts.IGNORE_INDEX) & ~blank[targets.clamp(min=0)]).float().argmax(dim=1)
+    answer = targets != parts.IGNORE_INDEX
+    right = logits.argmax(-1) == targets
+    if whole:
+        last = answer.int().cumsum(dim=1) == answer.sum(dim=1, keepdim=True)  # the end token and what follows
+        return (right | ~answer | last).all(dim=1).float().mean().item()
+    first = (answer & ~blank[targets.clamp(min=0)]).float().argmax(dim=1)
     rows = torch.arange(len(targets))
-    return (logits[rows, first].argmax(-1) == targets[rows, first]).float().mean().item()
+    return right[rows, first].float().mean().item()
 
 
 def skill_table(llm, tokenizer, samples: int, seed: int = 0, grid: int = 8) -> dict[str, dict]:
@@ -77,7 +82,8 @@ def skill_table(llm, tokenizer, samples: int, seed: int = 0, grid: int = 8) -> d
         scores = {}
         for mode, cells in (("scene", items), ("blank", [torch.zeros_like(i) for i in items])):
             batch = parts.conversation_batch(list(samples_), list(zip(cells, colors)))
-            scores[mode] = 100 * first_answer_accuracy(llm, tokenizer, parts, batch, blank)
+            whole = skill.startswith("letter: ")
+            scores[mode] = 100 * first_answer_accuracy(llm, tokenizer, parts, batch, blank, whole)
         table[skill] = {"questions": len(samples_), **scores}
     return table
 

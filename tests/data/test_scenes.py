@@ -135,7 +135,7 @@ def fact_answer(question: str) -> str:
 
 def test_warmup_questions_are_answered_by_their_own_text(scene_sets):
     """The warm-up is text only, and each answer can be read off its question: the OCR token line holds it, or it
-    is a fact (opposites, sums, colours), or the letter of the option that holds the fact's answer."""
+    is a fact (opposites, sums, colours), or the option that holds the fact's answer and its letter."""
     _, paths = scene_sets
     records = json.loads(paths["warmup"].read_text())
     assert len(records) == SIZES.warmup and not any("image" in r for r in records)
@@ -150,7 +150,8 @@ def test_warmup_questions_are_answered_by_their_own_text(scene_sets):
             elif "\nA. " in text:
                 kinds.add("choice")
                 options = dict(line.split(". ", 1) for line in text.split("\n")[1:-1])
-                assert options[answer] == fact_answer(text.split("\n")[0])
+                named, letter = answer.rsplit(" ", 1)  # the option's text, then its letter
+                assert options[letter] == named == fact_answer(text.split("\n")[0])
             else:
                 kinds.add("fact")
                 assert answer == fact_answer(text.split("\n")[0])
@@ -160,7 +161,8 @@ def test_warmup_questions_are_answered_by_their_own_text(scene_sets):
 def test_one_lettered_asks_at_most_one_lettered_question_and_asks_it_first():
     """``one_lettered=True`` (the LLM part's ``--llm-one-lettered``): a warm-up or stage-2 conversation asks at most
     one multiple-choice question, as its first turn, as MMBench asks one per image; most still ask several questions
-    and lettered ones stay common. The default keeps lettered questions anywhere (the committed data and parts)."""
+    and lettered ones stay common (the stage-2 set: ``write_instruct``). The default keeps lettered questions
+    anywhere (the warm-up set of ``--from-scratch``)."""
     from piip_llava.data.scene_sets import TRAIN_SCENE, instruct_turns, scene_with_items, warmup_turns
 
     def positions(one_lettered: bool) -> tuple[list[list[int]], int]:
@@ -180,6 +182,31 @@ def test_one_lettered_asks_at_most_one_lettered_question_and_asks_it_first():
     assert sum(map(bool, found)) > 0.3 * len(found) and several > 0.5 * len(found)
     found, _ = positions(one_lettered=False)
     assert any(len(lettered) > 1 or lettered[:1] not in ([], [0]) for lettered in found)
+
+
+def test_stage2_asks_one_lettered_question_first_answered_as_mmbench_reads_it(scene_sets):
+    """The stage-2 set's lettered questions: at most one per conversation, first; each answered with the option's
+    text, then its letter ("orange C"), which lmms-eval's MMBench evaluator (``MMBench_Evaluator.can_infer``, the
+    matching before its GPT step) and ours (``extract_choice``) both read as that letter."""
+    from lmms_eval.tasks.mmbench.mmbench_evals import MMBench_Evaluator
+
+    from piip_llava.eval.mmbench import extract_choice
+
+    _, paths = scene_sets
+    official, lettered = MMBench_Evaluator(sys_prompt="There are several options:"), 0
+    for record in json.loads(paths["instruct"].read_text()):
+        turns = record["conversations"]
+        places = [i for i, turn in enumerate(turns[::2]) if "\nA. " in turn["value"]]
+        assert places in ([], [0])
+        if places:
+            lettered += 1
+            lines = turns[0]["value"].split("\n")
+            options = dict(line.split(". ", 1) for line in lines if line[:3] in ("A. ", "B. ", "C. ", "D. "))
+            named, letter = turns[1]["value"].rsplit(" ", 1)
+            assert list(options) == list("ABCD") and options[letter] == named
+            assert official.can_infer(turns[1]["value"], options) == letter
+            assert extract_choice(turns[1]["value"], list(options.values())) == letter
+    assert lettered > 0.2 * SIZES.instruct
 
 
 def glyph_rows(image, background):
