@@ -243,10 +243,20 @@ def _set_parameters(page, **values: float) -> None:
     page.locator("#parameters").get_by_text("Parameters").click()
     for name, value in values.items():
         number = page.locator(f"#{name.replace('_', '-')} input[type=number]")
-        number.fill(str(value))
-        number.press("Tab")
-        # The slider takes the value when the box commits it; a click before that sends the old value.
-        expect(page.locator(f"#{name.replace('_', '-')} input[type=range]")).to_have_value(str(value))
+        slider = page.locator(f"#{name.replace('_', '-')} input[type=range]")
+        expect(number).to_be_visible()
+        # The slider takes the value when the box commits it; a click before that sends the old value. Under load
+        # the opening accordion can still redraw the box after a first fill (seen once: the slider kept 512), so
+        # the value is typed again until the slider has it.
+        for attempt in range(3):
+            number.fill(str(value))
+            number.press("Tab")
+            try:
+                expect(slider).to_have_value(str(value), timeout=3000)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
 
 
 def _send(page, text: str) -> None:
