@@ -386,7 +386,7 @@ def letter_turns(rng: random.Random, image: bool = False) -> list[dict]:
     the letter in front of it. Facts asked by letter ("What color is a plum?") taught a map from the question to
     its option instead, which a question about a scene gives nothing to (docs/quickstart.md). ``image``: the
     question follows an image token (``letter_batch``'s empty prefix)."""
-    pool = rng.sample(list(rng.choice([list(COLORS), SHAPES, list(VOCABULARY)])), 4)
+    pool = rng.sample(rng.choice([list(COLORS), SHAPES, list(VOCABULARY)]), 4)
     qa = scenes.QA(PICK_QUESTION, rng.choice(pool), "pick", tuple(pool))
     return image_question(*ask(qa, rng, lettered=True), image)
 
@@ -510,7 +510,8 @@ def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -
 
     rng = random.Random(f"{args.seed}-letters")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_letter_lr, weight_decay=0.0)
-    for step in range(1, min(args.llm_letter_steps, args.llm_letter_stop or args.llm_letter_steps) + 1):
+    last = min(args.llm_letter_steps, args.llm_letter_stop or args.llm_letter_steps)  # --llm-letter-stop cuts it
+    for step in range(1, last + 1):
         prefix = letter_prefix(step, args, grid)
         scene_fraction = fraction if prefix == full_prefix else 0.0  # scenes only behind a whole image
         batch = letter_batch(rng, tokenizer, args.llm_letter_batch_size, args.max_length, scene_fraction, grid, prefix)

@@ -79,10 +79,9 @@ def skill_table(llm, tokenizer, samples: int, seed: int = 0, grid: int = 8) -> d
     table = {}
     for skill in sorted(rows):
         samples_, items, colors = zip(*rows[skill])
-        scores = {}
+        scores, whole = {}, skill.startswith("letter: ")  # a lettered answer counts whole
         for mode, cells in (("scene", items), ("blank", [torch.zeros_like(i) for i in items])):
             batch = parts.conversation_batch(list(samples_), list(zip(cells, colors)))
-            whole = skill.startswith("letter: ")
             scores[mode] = 100 * first_answer_accuracy(llm, tokenizer, parts, batch, blank, whole)
         table[skill] = {"questions": len(samples_), **scores}
     return table
