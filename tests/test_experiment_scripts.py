@@ -46,6 +46,7 @@ def test_report_averages_seeds_and_draws_the_plot(tmp_path):
     for seed, offset in (("seed0", 0.0), ("seed1", 10.0)):
         for arm, mflops in (("piip", 28.2), ("single", 31.6)):
             scores = {name: {"accuracy": offset + index} for index, name in enumerate(report.COLUMNS)}
+            scores["mmbench"]["categories"] = {"count": 50.0 + offset, "color": offset}
             results = {"build": {"vision_mflops": mflops, "visual_tokens": 64}, "eval": {"scores": scores}}
             (tmp_path / seed / arm).mkdir(parents=True)
             (tmp_path / seed / arm / "results.json").write_text(json.dumps(results))
@@ -54,6 +55,8 @@ def test_report_averages_seeds_and_draws_the_plot(tmp_path):
     table = report.table(runs)
     # first column of scores: 0 and 10 -> mean 5.0; mean of four: 1.5 and 11.5 -> 6.5
     assert "| **5.0** (0.0 / 10.0) |" in table and "**6.5** (1.5 / 11.5) | 2 |" in table
+    # MMBench's categories, averaged over the seeds: count 50 and 60, colour 0 and 10
+    assert "| (b) single ViT @96 | 5.0 | 55.0 |" in report.category_table(runs).splitlines()
     report.plot(runs, tmp_path / "plot.png")
     assert Image.open(tmp_path / "plot.png").size == (900, 440)
 

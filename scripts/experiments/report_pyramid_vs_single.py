@@ -3,7 +3,7 @@
 python scripts/experiments/report_pyramid_vs_single.py RUNS_DIR [--plot docs/pyramid_vs_single.png]
 
 Reads RUNS_DIR/seed*/{piip,single,no_interactions,single_llm64}/results.json; prints a Markdown table (mean over
-seeds, and each seed) and draws accuracy against vision FLOPs.
+seeds, and each seed), MMBench by category, and draws accuracy against vision FLOPs.
 """
 
 import argparse
@@ -35,6 +35,7 @@ def read_runs(root: Path) -> dict[str, list[dict]]:
                 results = json.loads(path.read_text())
                 scores = {name: results["eval"]["scores"][name]["accuracy"] for name in COLUMNS}
                 scores["overall"] = statistics.mean(scores.values())
+                scores["mmbench_categories"] = results["eval"]["scores"]["mmbench"].get("categories", {})
                 runs[arm].append({"seed": seed_dir.name, "mflops": results["build"]["vision_mflops"],
                                   "tokens": results["build"]["visual_tokens"], **scores})  # fmt: skip
     return {arm: rows for arm, rows in runs.items() if rows}
@@ -54,6 +55,16 @@ def table(runs: dict[str, list[dict]]) -> str:
                                                                    if len(values) > 1 else ""))  # fmt: skip
         lines.append(f"| {ARMS[arm]} | {rows[0]['mflops']:.1f} | {rows[0]['tokens']} | " + " | ".join(cells)
                      + f" | {len(rows)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def category_table(runs: dict[str, list[dict]]) -> str:
+    """MMBench by category (CircularEval), mean over each arm's seeds: where a tower's MMBench comes from."""
+    names = sorted({name for rows in runs.values() for row in rows for name in row["mmbench_categories"]})
+    lines = ["| tower | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for arm, rows in runs.items():
+        cells = [statistics.mean(row["mmbench_categories"].get(name, 0.0) for row in rows) for name in names]
+        lines.append(f"| {ARMS[arm]} | " + " | ".join(f"{cell:.1f}" for cell in cells) + " |")
     return "\n".join(lines)
 
 
@@ -107,6 +118,8 @@ if __name__ == "__main__":
     if not runs:
         raise SystemExit(f"no results.json under {args.runs}/seed*/")
     print(table(runs))
+    print("\nMMBench by category, mean over seeds:\n")
+    print(category_table(runs))
     if args.plot:
         plot(runs, args.plot)
         print(f"plot: {args.plot}")
