@@ -11,8 +11,11 @@ PIIP-LLaVA training (docs/design.md): the ``demo-convnext-clip_128-64`` tower's 
   conversations in the ``vicuna_v1`` chat format (``--llm-batch-size``: short answers, copying a word from a
   "Reference OCR token" line, option letters) and, most of the step, conversations (``--llm-scenes``) and captions
   (``--llm-scene-captions``) about scenes written in words where the visual tokens go (:func:`embed_scenes`), as a
-  real LLM arrives able to talk about what its context names (docs/quickstart.md, "What limits it"). It is saved
-  as an HF LLM directory with its tokenizer (``--llm DIR``).
+  real LLM arrives able to talk about what its context names (docs/quickstart.md, "What limits it"); then a
+  presence phase (:func:`train_presence`: scene questions, a quarter of them POPE's "Is there a red star in the image?")
+  and the mix once more (``--llm-final-steps``). It is saved as an HF LLM directory with its tokenizer
+  (``--llm DIR``). ``--llm-continue`` runs only the phases after the main mix on a part this command made up to it
+  (the committed parts were made so, in two runs; ``parts.json`` names both).
 
 Outputs under ``--output`` (default: the committed ``playground/demo_parts``): ``branches/<name>/``, ``llm/``,
 ``logs/<part>.jsonl.gz`` (loss and statistics of every step) and ``parts.json`` (per part: the command, seed, steps,
@@ -43,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import ImageFont
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForCausalLM, ConvNextModel
 
@@ -63,6 +67,7 @@ from piip_llava.data.scenes import (
     VOCABULARY,
     SceneSpec,
     caption,
+    presence_question,
     random_scene,
     render_scene,
 )
@@ -400,26 +405,32 @@ def image_question(prompt: str, answer: str, image: bool = True) -> list[dict]:
     ]
 
 
-def scene_letter_sample(rng: random.Random, tokenizer, max_length: int, grid: int):
+def scene_letter_sample(rng: random.Random, tokenizer, max_length: int, grid: int, presence: float = 0.0):
     """``letter_turns`` about a scene written in words: one question of the stage-2 mix, asked for a short answer or
-    as four lettered options, half each; with the scene's per-cell classes, as ``scene_sample``."""
+    as four lettered options, half each; with the scene's per-cell classes, as ``scene_sample``. With probability
+    ``presence`` the question is POPE's instead ("Is there a red circle in the image?", ``presence_question``, its
+    negatives adversarial half the time), answered a bare Yes / No after the short-answer suffix."""
     scene = scene_with_items(rng, TRAIN_SCENE)
-    qa = pick_question(scene, rng)
-    turns = image_question(*ask(qa, rng, lettered=rng.random() >= 0.5))
+    if presence and rng.random() < presence:
+        qa = presence_question(scene, rng, adversarial=rng.random() < 0.5)
+        turns = image_question(*ask(qa, rng, lettered=False))
+    else:
+        qa = pick_question(scene, rng)
+        turns = image_question(*ask(qa, rng, lettered=rng.random() >= 0.5))
     return scene_row(scene, turns, tokenizer, "vicuna_v1", max_length, grid)
 
 
 def letter_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int, scene_fraction: float = 0.0,
-                 grid: int = SCENE_GRID, prefix: int = 0) -> dict[str, torch.Tensor]:  # fmt: skip
+                 grid: int = SCENE_GRID, prefix: int = 0, presence: float = 0.0) -> dict:  # fmt: skip
     """``batch_size`` ``letter_turns`` conversations in ``vicuna_v1``, loss on the answers; a ``scene_fraction`` of
-    them about scenes written in words (``scene_letter_sample``). ``prefix``: the text conversations open with an
-    image of that many visual tokens where nothing is (the image token's embedding alone, as ``embed_scenes`` writes
-    an empty cell)."""
+    them about scenes written in words (``scene_letter_sample``, ``presence`` of those presence questions).
+    ``prefix``: the text conversations open with an image of that many visual tokens where nothing is (the image
+    token's embedding alone, as ``embed_scenes`` writes an empty cell)."""
     samples, scene_list = [], []
     empty = (torch.zeros(prefix, dtype=torch.long),) * 2
     for _ in range(batch_size):
         if scene_fraction and rng.random() < scene_fraction:
-            sample, scene = scene_letter_sample(rng, tokenizer, max_length, grid)
+            sample, scene = scene_letter_sample(rng, tokenizer, max_length, grid, presence)
         else:
             turns = letter_turns(rng, image=prefix > 0)
             sample = tokenize_conversation(turns, tokenizer, "vicuna_v1", prefix, int(prefix > 0), max_length)
@@ -443,7 +454,8 @@ def letter_prefix(step: int, args, grid: int) -> int:
 
 def llm_loss(llm, batch: dict, letter_ids: torch.Tensor | None = None, tokenizer=None) -> tuple[torch.Tensor, dict]:
     """Answer-token CE; statistics: answer-token accuracy, and on the option-letter answers alone (``letter_ids``,
-    the tokens of A-D: multiple-choice answers are the only answers made of them). Scene rows need ``tokenizer``."""
+    the tokens of A-D: multiple-choice answers are the only answers made of them; or other answer tokens to score
+    alone, such as Yes / No). Scene rows need ``tokenizer``."""
     if "items" in batch:
         embeds = embed_scenes(llm, tokenizer, batch)
         logits = llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits[:, :-1]
@@ -524,10 +536,32 @@ def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -
     return evaluate()
 
 
-def train_llm(args, log, part: str = "llm"):
+def train_presence(llm, tokenizer, letters: torch.Tensor, args, log, part: str, held_out: dict) -> None:
+    """The presence phase (``--llm-presence-steps``, after the main mix): the letter phase's loop on scenes in words
+    alone, a ``--llm-presence-fraction`` of its questions POPE's presence questions (``scene_letter_sample``), the
+    rest the letter phase's scene questions; constant rate ``--llm-letter-lr``, its own AdamW. The main mix asks
+    yes/no questions too, but they are one question kind in ten there and the part answered them at chance
+    (docs/quickstart.md, item 2). Every 250 steps it logs the accuracy of the Yes / No tokens of ``held_out``
+    (presence questions alone)."""
+    yes_no = word_token_ids(tokenizer, ["Yes", "No"])
+    rng = random.Random(f"{args.seed}-presence")
+    optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_letter_lr, weight_decay=0.0)
+    for step in range(1, args.llm_presence_steps + 1):
+        batch = letter_batch(rng, tokenizer, args.llm_letter_batch_size, args.max_length, 1.0, LLM_GRIDS[part], 0,
+                             args.llm_presence_fraction)  # fmt: skip
+        loss, stats = llm_loss(llm, batch, letters, tokenizer)
+        optimizer_step(llm, optimizer, loss)
+        if step % 250 == 0:
+            stats["held_out_presence_accuracy"] = evaluate_llm(llm, held_out, yes_no, tokenizer)["letter_accuracy"]
+        log({"part": part, "phase": "presence", "step": step, "loss": loss.item(), **stats})
+
+
+def train_llm(args, log, part: str = "llm", resume: dict | None = None):
     """Train an LLM part: the letter phase (``--llm-letter-steps``, ``train_letters``), then warm-up conversations
-    and scenes written in words on its layout (``LLM_GRIDS``); returns it, its tokenizer and held-out metrics (also
-    logged every 250 steps, as ``held_out_*``)."""
+    and scenes written in words on its layout (``LLM_GRIDS``), then the presence phase (``train_presence``) and the
+    mix once more (``--llm-final-steps``); returns it, its tokenizer and held-out metrics (also logged every 250
+    steps, as ``held_out_*``). ``resume``: the state dict and results of this command's part as its main mix left
+    it (``--llm-continue``): only the phases after it run."""
     grid = LLM_GRIDS[part]
     tokenizer = train_tokenizer()
     letters = letter_token_ids(tokenizer)
@@ -541,35 +575,54 @@ def train_llm(args, log, part: str = "llm"):
                                  one_lettered=args.llm_one_lettered)  # fmt: skip
     held_out_scene_captions = text_batch(random.Random(f"{args.seed}-scene-caption-heldout"), tokenizer, 0,
                                          args.max_length, scene_captions=args.eval_size, grid=grid)  # fmt: skip
+    held_out_presence = letter_batch(random.Random(f"{args.seed}-presence-heldout"), tokenizer, args.eval_size,
+                                     args.max_length, 1.0, grid, presence=1.0)  # fmt: skip
 
     def evaluate() -> dict:
         captions = evaluate_llm(llm, held_out_captions, letters)
         scene = evaluate_llm(llm, held_out_scenes, letters, tokenizer)
         scene_captions = evaluate_llm(llm, held_out_scene_captions, letters, tokenizer)
+        presence = evaluate_llm(llm, held_out_presence, word_token_ids(tokenizer, ["Yes", "No"]), tokenizer)
         return {
             **evaluate_llm(llm, held_out, letters),
             "caption_loss": captions["loss"],
             "scene_answer_accuracy": scene["answer_token_accuracy"],
             "scene_letter_accuracy": scene["letter_accuracy"],
             "scene_caption_loss": scene_captions["loss"],
+            "scene_presence_accuracy": presence["letter_accuracy"],  # of the Yes / No token
         }
 
-    initial = evaluate()
-    after_letters = train_letters(llm, tokenizer, letters, args, log, part) if args.llm_letter_steps else None
-    rng = random.Random(f"{args.seed}-text")
-    optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay_factor(step, args.llm_steps))
-    for step in range(1, args.llm_steps + 1):
-        batch = text_batch(rng, tokenizer, args.llm_batch_size, args.max_length, args.llm_captions,
-                           args.llm_scenes, args.llm_scene_captions, args.llm_scene_kinds, grid,
-                           args.llm_one_lettered)  # fmt: skip
-        loss, stats = llm_loss(llm, batch, letters, tokenizer)
-        optimizer_step(llm, optimizer, loss)
-        schedule.step()
-        if step % 250 == 0:
-            stats.update({f"held_out_{k}": v for k, v in evaluate().items()})
-        log({"part": part, "step": step, "loss": loss.item(), **stats})
-    results = {"initial": initial, **({"after_letters": after_letters} if after_letters else {}), "final": evaluate()}
+    def mix(steps: int, phase: str | None) -> None:
+        """The main mix: per step warm-up conversations, scenes in words and their captions; decaying rate."""
+        rng = random.Random(f"{args.seed}-text" + (f"-{phase}" if phase else ""))
+        optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_lr, weight_decay=0.01)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay_factor(step, steps))
+        for step in range(1, steps + 1):
+            batch = text_batch(rng, tokenizer, args.llm_batch_size, args.max_length, args.llm_captions,
+                               args.llm_scenes, args.llm_scene_captions, args.llm_scene_kinds, grid,
+                               args.llm_one_lettered)  # fmt: skip
+            loss, stats = llm_loss(llm, batch, letters, tokenizer)
+            optimizer_step(llm, optimizer, loss)
+            schedule.step()
+            if step % 250 == 0:
+                stats.update({f"held_out_{k}": v for k, v in evaluate().items()})
+            log({"part": part, **({"phase": phase} if phase else {}), "step": step, "loss": loss.item(), **stats})
+
+    if resume:
+        llm.load_state_dict(resume["state"])
+        results = {key: resume["results"][key] for key in ("initial", "after_letters") if key in resume["results"]}
+    else:
+        results = {"initial": evaluate()}
+        if args.llm_letter_steps:
+            results["after_letters"] = train_letters(llm, tokenizer, letters, args, log, part)
+        mix(args.llm_steps, None)
+    if args.llm_presence_steps or args.llm_final_steps:
+        results["after_mix"] = evaluate()
+        if args.llm_presence_steps:
+            train_presence(llm, tokenizer, letters, args, log, part, held_out_presence)
+            results["after_presence"] = evaluate()
+        mix(args.llm_final_steps, "final")
+    results["final"] = evaluate()
     return llm, tokenizer, results
 
 
@@ -653,6 +706,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the letter phase's text conversations open with an empty image that grows a grid row at a time to "
         "all the part's visual tokens over this fraction of the phase (letter_prefix; 0: no image)",
     )
+    parser.add_argument(
+        "--llm-presence-steps",
+        type=int,
+        default=4000,
+        help="steps of the presence phase after the main mix (train_presence; 0: none)",
+    )
+    parser.add_argument(
+        "--llm-presence-fraction",
+        type=float,
+        default=0.25,
+        help="the fraction of the presence phase's scene questions that are presence questions (0.5 for 3,000 steps "
+        "gave fewer points of every demo score at seed 0: docs/quickstart.md)",
+    )
+    parser.add_argument(
+        "--llm-final-steps", type=int, default=2000, help="steps of the mix again after the presence phase"
+    )
+    parser.add_argument(
+        "--llm-continue",
+        action="store_true",
+        help="the LLM part already in --output was made by this command's phases up to the main mix (same seed and "
+        "settings, checked against its record): load it and run only the presence phase and the final mix, its "
+        "log and record continued",
+    )
     parser.add_argument("--eval-size", type=int, default=128, help="held-out scenes / conversations")
     parser.add_argument("--branch-lr", type=float, default=3e-3)
     parser.add_argument("--llm-lr", type=float, default=2e-3)
@@ -687,6 +763,9 @@ def optional_llm_settings(args) -> dict:
         "letter_scenes": args.llm_letter_scenes,
         "letter_prefix_ramp": args.llm_letter_prefix_ramp,
         "scene_kinds": args.llm_scene_kinds,
+        "presence_steps": args.llm_presence_steps,
+        "presence_fraction": args.llm_presence_fraction if args.llm_presence_steps else None,
+        "final_steps": args.llm_final_steps,
     }
     return {key: value for key, value in settings.items() if value}
 
@@ -706,6 +785,32 @@ def part_settings(args, part: str) -> dict:
     return {"steps": args.branch_steps[part], "batch_size": args.batch_size, "lr": args.branch_lr}
 
 
+# The settings of the phases up to the main mix: a part made with them is where ``--llm-continue`` starts.
+EARLY_SETTINGS = ("seed", "steps", "batch_size", "captions", "scenes", "scene_captions", "scene_grid", "one_lettered",
+                  "layers", "letter_steps", "letter_batch_size", "letter_lr", "letter_scenes", "letter_prefix_ramp",
+                  "scene_kinds", "lr")  # fmt: skip
+
+
+def continued_part(args, part: str) -> dict:
+    """``--llm-continue``: the part in ``--output``, its record and its log's lines, checked to be this command's part
+    as its main mix left it."""
+    record_file, folder = args.output / "parts.json", args.output / part
+    record = json.loads(record_file.read_text())["parts"].get(part) if record_file.exists() else None
+    if record is None or not (folder / "model.safetensors").exists():
+        raise SystemExit(f"--llm-continue: no {part} part recorded in {args.output}")
+    wanted = {"seed": args.seed, **part_settings(args, part)}
+    differ = [key for key in EARLY_SETTINGS if record.get(key) != wanted.get(key)]
+    if differ or "after_mix" in record["results"]:
+        raise SystemExit(f"--llm-continue: {folder} was not made by this command's phases up to the main mix "
+                         f"(settings that differ: {differ or 'it has later phases'})")  # fmt: skip
+    with gzip.open(args.output / "logs" / f"{part}.jsonl.gz", "rt") as earlier:
+        lines = earlier.readlines()
+    if len(lines) != record["steps"] + record.get("letter_steps", 0):
+        raise SystemExit(f"--llm-continue: the log of {part} has {len(lines)} steps, its record more or fewer")
+    return {"state": load_file(folder / "model.safetensors"), "results": record["results"], "record": record,
+            "log": lines}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train the ``--parts`` asked for (default: all) and record each in ``parts.json`` with the command that made
     it; a part not retrained keeps its files and record."""
@@ -716,8 +821,11 @@ def main(argv: list[str] | None = None) -> int:
     record_file = args.output / "parts.json"
     branches = part_branches()
     for part in args.parts:
-        started = time.perf_counter()
+        resume = continued_part(args, part) if args.llm_continue and part in LLM_GRIDS else None
+        # a continued part's clock goes on from the earlier run's
+        started = time.perf_counter() - (resume["record"]["seconds"] if resume else 0.0)
         with gzip.open(args.output / "logs" / f"{part}.jsonl.gz", "wt") as log_file:
+            log_file.writelines(resume["log"] if resume else [])  # continued: the log reads as one run's
 
             def log(entry: dict, log_file=log_file, started=started) -> None:
                 entry = {key: round(value, 5) if isinstance(value, float) else value for key, value in entry.items()}
@@ -727,7 +835,7 @@ def main(argv: list[str] | None = None) -> int:
                     logger.info("%s %s step %d %s", entry["part"], entry.get("phase", ""), entry["step"], stats)
 
             if part in LLM_GRIDS:
-                llm, tokenizer, results = train_llm(args, log, part)
+                llm, tokenizer, results = train_llm(args, log, part, resume)
                 llm.save_pretrained(args.output / part)
                 tokenizer.save_pretrained(args.output / part)
             else:
@@ -735,6 +843,13 @@ def main(argv: list[str] | None = None) -> int:
                 probe.backbone.save_pretrained(args.output / "branches" / part)
         entry = {"command": command.strip(), "seed": args.seed, **part_settings(args, part), "results": results,
                  "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+        if resume:  # made in two runs: the one command that makes it, and both runs with their times
+            earlier = resume["record"]
+            entry["command"] = command.replace(" --llm-continue", "").strip()
+            entry["runs"] = [
+                *earlier.get("runs", [{"command": earlier["command"], "seconds": earlier["seconds"]}]),
+                {"command": command.strip(), "seconds": round(entry["seconds"] - earlier["seconds"], 1)},
+            ]
         # read just before writing: another run may have recorded another part meanwhile
         parts = json.loads(record_file.read_text())["parts"] if record_file.exists() else {}
         record = {"tower": DEMO_TOWER, "parts": {**parts, part: entry}}

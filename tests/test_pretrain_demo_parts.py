@@ -22,7 +22,9 @@ PARTS = ("clip", "convnext", "clip_96", "llm", "llm_144")
 
 
 def short_run(output: Path, seed: int, branch_steps: int = 30, llm_steps: int = 4) -> list[str]:
+    """Every phase: an LLM part's 2 letter steps, ``llm_steps`` of the main mix, 2 presence steps and 1 final."""
     steps = ["--branch-steps", str(branch_steps), "--llm-letter-steps", "2", "--llm-steps", str(llm_steps)]
+    steps += ["--llm-presence-steps", "2", "--llm-final-steps", "1"]
     sizes = ["--batch-size", "16", "--llm-batch-size", "4", "--eval-size", "48", "--max-length", "256"]
     return ["--output", str(output), "--seed", str(seed), *steps, *sizes]
 
@@ -53,12 +55,14 @@ def test_the_committed_parts_recorded_command_reproduces_their_first_losses(part
     assert command[:2] == ["python", "scripts/pretrain_demo_parts.py"] and record["seed"] == 0
     # the recorded command, cut to 3 steps (still in the warm-up, so the schedule is the same) and a small held-out set
     short = ["--output", str(tmp_path), "--parts", part, "--branch-steps", "3", "--llm-steps", "3", "--eval-size", "8"]
+    short += ["--llm-presence-steps", "1", "--llm-final-steps", "1"]
     if "letter_steps" in record:  # an LLM part's letter phase comes first: its first 3 steps, on its own schedule
         short += ["--llm-letter-stop", "3"]
     assert load_script().main(command[2:] + short) == 0
     committed = [entry["loss"] for entry in read_log(DEMO_PARTS, part)[:3]]
     assert [entry["loss"] for entry in read_log(tmp_path, part)][:3] == pytest.approx(committed, rel=1e-3)
-    assert len(read_log(DEMO_PARTS, part)) == record["steps"] + record.get("letter_steps", 0)
+    phases = ("steps", "letter_steps", "presence_steps", "final_steps")
+    assert len(read_log(DEMO_PARTS, part)) == sum(record.get(key, 0) for key in phases)
 
 
 def test_the_committed_parts_learned_what_the_demo_needs():
@@ -73,6 +77,9 @@ def test_the_committed_parts_learned_what_the_demo_needs():
         # and copies the letter of the option it names, about a scene too (held out, scene / text: llm 0.89 / 0.86,
         # llm_144 0.90 / 0.86 after its longer letter phase; chance 0.25)
         assert results[llm]["scene_letter_accuracy"] > 0.7 and results[llm]["letter_accuracy"] > 0.7, llm
+        # and answers POPE's presence questions about a scene (the Yes / No token, 128 held out; chance 0.5): 0.52 /
+        # 0.55 (llm / llm_144) before the presence phase, 0.79 / 0.62 after it and the final mix
+        assert results[llm]["scene_presence_accuracy"] > 0.6, llm
     total = sum(path.stat().st_size for path in DEMO_PARTS.rglob("*") if path.is_file())
     assert total < 12e6, total  # small enough to commit (two 3.2 MB LLMs, three branches)
 
@@ -94,9 +101,9 @@ def test_the_demo_builds_each_tower_with_the_llm_part_of_its_visual_token_layout
 
 def test_rerun_with_the_same_seed_reproduces_the_first_losses(parts, tmp_path):
     load_script().main(short_run(tmp_path, seed=3, branch_steps=3, llm_steps=2))
-    for part in PARTS:  # an LLM part: its 2 letter steps and 2 of its main steps; a branch: 3 steps
+    for part in PARTS:  # an LLM part: 2 letter steps, 2 main steps, 2 presence steps, 1 final; a branch: 3 steps
         losses = [r["loss"] for r in read_log(tmp_path, part)]
-        assert len(losses) == (4 if part in ("llm", "llm_144") else 3)
+        assert len(losses) == (7 if part in ("llm", "llm_144") else 3)
         assert losses == [r["loss"] for r in read_log(parts, part)][: len(losses)], part
     other_seed = tmp_path / "seed4"
     load_script().main([*short_run(other_seed, seed=4, branch_steps=1, llm_steps=1), "--parts", "clip"])
@@ -107,6 +114,7 @@ def test_parts_json_records_each_part(parts, tmp_path):
     record = json.loads((parts / "parts.json").read_text())
     assert set(record["parts"]) == set(PARTS)
     assert record["parts"]["clip"]["steps"] == 30 and record["parts"]["llm"]["steps"] == 4
+    assert record["parts"]["llm"]["presence_steps"] == 2 and record["parts"]["llm"]["final_steps"] == 1
     assert all(r["seed"] == 3 and r["command"].startswith("python scripts/pretrain_demo_parts.py --output")
                for r in record["parts"].values())  # fmt: skip
     # --parts retrains one part and keeps the others' files and records
@@ -253,12 +261,12 @@ def test_the_letter_phase_runs_first_and_is_recorded(tmp_path):
     flags = ["--llm-letter-batch-size", "4", "--llm-letter-scenes", "0.5", "--llm-one-lettered", "--llm-layers", "2"]
     assert script.main([*argv, *flags]) == 0
     log = read_log(tmp_path, "llm")
-    assert [entry.get("phase") for entry in log] == ["letters"] * 3 + [None] * 2
-    assert [entry["step"] for entry in log] == [1, 2, 3, 1, 2]
+    assert [entry.get("phase") for entry in log] == ["letters"] * 3 + [None] * 2 + ["presence"] * 2 + ["final"]
+    assert [entry["step"] for entry in log] == [1, 2, 3, 1, 2, 1, 2, 1]
     record = json.loads((tmp_path / "parts.json").read_text())["parts"]["llm"]
     assert record["letter_steps"] == 3 and record["letter_batch_size"] == 4 and record["letter_lr"] == 1e-3
     assert record["letter_scenes"] == 0.5 and record["one_lettered"] is True and record["layers"] == 2
-    assert {"initial", "after_letters", "final"} <= set(record["results"])
+    assert set(record["results"]) == {"initial", "after_letters", "after_mix", "after_presence", "final"}
     assert "letter_accuracy" in record["results"]["after_letters"]
     import random
 
@@ -314,9 +322,10 @@ def test_the_letter_prefix_grows_a_grid_row_at_a_time_and_is_empty(tmp_path):
     # A run: the prefix of each step in the log; scene questions (--llm-letter-scenes) only behind the whole image.
     calls, letter_batch = [], script.letter_batch
 
-    def recording_letter_batch(rng, tokenizer, batch_size, max_length, scene_fraction=0.0, grid=8, prefix=0):
-        calls.append((scene_fraction, prefix))
-        return letter_batch(rng, tokenizer, batch_size, max_length, scene_fraction, grid, prefix)
+    def recording_letter_batch(rng, tokenizer, batch_size, max_length, scene_fraction=0.0, grid=8, prefix=0,
+                               presence=0.0):  # fmt: skip
+        calls.append((scene_fraction, prefix) + ((presence,) if presence else ()))
+        return letter_batch(rng, tokenizer, batch_size, max_length, scene_fraction, grid, prefix, presence)
 
     script.letter_batch = recording_letter_batch
     argv = [*short_run(tmp_path, seed=4, llm_steps=1), "--parts", "llm", "--llm-letter-steps", "4"]
@@ -324,11 +333,72 @@ def test_the_letter_prefix_grows_a_grid_row_at_a_time_and_is_empty(tmp_path):
     assert script.main([*argv, *flags]) == 0
     letters = [entry for entry in read_log(tmp_path, "llm") if entry.get("phase") == "letters"]
     assert [entry["prefix"] for entry in letters] == [32, 64, 64, 64]  # 8 rows over 2 steps: 4 a step
-    assert calls[:2] == [(0.5, 64), (1.0, 0)]  # held out: behind the whole image; scene questions alone
-    assert calls[2:] == [(0.0, 32), (0.5, 64), (0.5, 64), (0.5, 64)]
+    assert calls[0] == (1.0, 0, 1.0)  # the held-out presence questions
+    assert calls[1:3] == [(0.5, 64), (1.0, 0)]  # held out: behind the whole image; scene questions alone
+    assert calls[3:7] == [(0.0, 32), (0.5, 64), (0.5, 64), (0.5, 64)]
+    assert calls[7:] == [(1.0, 0, 0.25)] * 2  # the presence phase: scenes alone, a quarter presence questions
     record = json.loads((tmp_path / "parts.json").read_text())["parts"]["llm"]
     assert record["letter_prefix_ramp"] == 0.5 and record["letter_scenes"] == 0.5
     assert 0 <= record["results"]["after_letters"]["scene_letter_accuracy"] <= 1
     for bad in (["--llm-letter-prefix-ramp", "-0.5"], ["--llm-letter-steps", "5", "--llm-letter-prefix-ramp", "2"]):
         with pytest.raises(SystemExit):
             script.parse_args(bad)
+
+
+def test_the_presence_phase_asks_pope_questions_about_the_scene():
+    """Hand check of ``scene_letter_sample(presence=1)``: "Is there a <colour> <shape> in the image?" with the
+    short-answer suffix, answered Yes exactly when the scene has that item; both answers come up about equally, and
+    the negatives share a colour or shape with the scene half the time or more (POPE's adversarial half). At
+    ``presence=0.5`` about half the scene questions are presence questions."""
+    import random
+
+    from piip_llava.eval.questions import SHORT_ANSWER
+
+    script, tokenizer = load_script(), None
+    rng, answers, near = random.Random(0), [], 0
+    script.scene_row = lambda scene, turns, *args: (scene, turns)  # the conversation before tokenization
+    for _ in range(400):
+        scene, turns = script.scene_letter_sample(rng, tokenizer, 512, 8, presence=1.0)
+        question, answer = turns[0]["value"], turns[1]["value"]
+        head, suffix = question.removeprefix("<image>\n").split("\n")
+        assert suffix == SHORT_ANSWER and head.startswith("Is there ") and head.endswith(" in the image?")
+        color, kind = head.removesuffix(" in the image?").split(" ")[-2:]
+        present = {(item.color, item.kind) for item in scene.shapes}
+        assert answer == ("Yes" if (color, kind) in present else "No"), (head, present)
+        answers.append(answer)
+        if answer == "No":
+            near += any(color == c or kind == k for c, k in present)
+    assert 0.35 < answers.count("Yes") / len(answers) < 0.65 and near > 0.5 * answers.count("No")
+    mixed = [script.scene_letter_sample(rng, tokenizer, 512, 8, presence=0.5)[1] for _ in range(400)]
+    share = sum(turns[0]["value"].startswith("<image>\nIs there") for turns in mixed) / len(mixed)
+    assert 0.4 < share < 0.6
+
+
+def test_continue_after_the_main_mix_equals_one_run(tmp_path):
+    """``--llm-continue``: a part made up to its main mix (``--llm-presence-steps 0 --llm-final-steps 0``), then
+    continued with the later phases, has the same log, weights and results as one run of the whole command; its
+    record names that command and both runs. A part made with other early settings is refused."""
+    script = load_script()
+    base = [*short_run(tmp_path / "two", seed=3, llm_steps=3), "--parts", "llm", "--llm-layers", "2"]
+    assert script.main([*base, "--llm-presence-steps", "0", "--llm-final-steps", "0"]) == 0
+    assert script.main([*base, "--llm-continue"]) == 0
+    one = [*short_run(tmp_path / "one", seed=3, llm_steps=3), "--parts", "llm", "--llm-layers", "2"]
+    assert script.main(one) == 0
+    two_log, one_log = read_log(tmp_path / "two", "llm"), read_log(tmp_path / "one", "llm")
+    assert [entry.get("phase") for entry in two_log] == ["letters"] * 2 + [None] * 3 + ["presence"] * 2 + ["final"]
+    assert [entry["loss"] for entry in two_log] == [entry["loss"] for entry in one_log]
+    assert load_file(tmp_path / "two" / "llm" / "model.safetensors").keys() == load_file(
+        tmp_path / "one" / "llm" / "model.safetensors").keys()  # fmt: skip
+    for name, tensor in load_file(tmp_path / "two" / "llm" / "model.safetensors").items():
+        assert torch.equal(tensor, load_file(tmp_path / "one" / "llm" / "model.safetensors")[name]), name
+    two = json.loads((tmp_path / "two" / "parts.json").read_text())["parts"]["llm"]
+    one = json.loads((tmp_path / "one" / "parts.json").read_text())["parts"]["llm"]
+    assert two["results"] == one["results"] and "scene_presence_accuracy" in two["results"]["after_presence"]
+    assert two["command"] == shlex.join(["python", "scripts/pretrain_demo_parts.py", *base])
+    ends = ("--llm-final-steps 0", "--llm-continue")
+    assert len(two["runs"]) == 2 and all(run["command"].endswith(end) for run, end in zip(two["runs"], ends))
+    assert two["seconds"] == pytest.approx(sum(run["seconds"] for run in two["runs"]), abs=0.2)
+    with pytest.raises(SystemExit, match="settings that differ: \\['seed'\\]"):
+        script.main([*base, "--llm-continue", "--seed", "4"])
+    with pytest.raises(SystemExit, match="later phases"):  # already continued
+        script.main([*base, "--llm-continue"])
