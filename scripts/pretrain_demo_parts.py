@@ -536,14 +536,14 @@ def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -
     return evaluate()
 
 
-def train_presence(llm, tokenizer, letters: torch.Tensor, args, log, part: str, held_out: dict) -> None:
+def train_presence(llm, tokenizer, letters: torch.Tensor, yes_no: torch.Tensor, args, log, part: str,
+                   held_out: dict) -> None:  # fmt: skip
     """The presence phase (``--llm-presence-steps``, after the main mix): the letter phase's loop on scenes in words
     alone, a ``--llm-presence-fraction`` of its questions POPE's presence questions (``scene_letter_sample``), the
     rest the letter phase's scene questions; constant rate ``--llm-letter-lr``, its own AdamW. The main mix asks
     yes/no questions too, but they are one question kind in ten there and the part answered them at chance
     (docs/quickstart.md, item 2). Every 250 steps it logs the accuracy of the Yes / No tokens of ``held_out``
     (presence questions alone)."""
-    yes_no = word_token_ids(tokenizer, ["Yes", "No"])
     rng = random.Random(f"{args.seed}-presence")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_letter_lr, weight_decay=0.0)
     for step in range(1, args.llm_presence_steps + 1):
@@ -577,12 +577,13 @@ def train_llm(args, log, part: str = "llm", resume: dict | None = None):
                                          args.max_length, scene_captions=args.eval_size, grid=grid)  # fmt: skip
     held_out_presence = letter_batch(random.Random(f"{args.seed}-presence-heldout"), tokenizer, args.eval_size,
                                      args.max_length, 1.0, grid, presence=1.0)  # fmt: skip
+    yes_no = word_token_ids(tokenizer, ["Yes", "No"])  # the presence answers' tokens, scored alone
 
     def evaluate() -> dict:
         captions = evaluate_llm(llm, held_out_captions, letters)
         scene = evaluate_llm(llm, held_out_scenes, letters, tokenizer)
         scene_captions = evaluate_llm(llm, held_out_scene_captions, letters, tokenizer)
-        presence = evaluate_llm(llm, held_out_presence, word_token_ids(tokenizer, ["Yes", "No"]), tokenizer)
+        presence = evaluate_llm(llm, held_out_presence, yes_no, tokenizer)
         return {
             **evaluate_llm(llm, held_out, letters),
             "caption_loss": captions["loss"],
@@ -619,7 +620,7 @@ def train_llm(args, log, part: str = "llm", resume: dict | None = None):
     if args.llm_presence_steps or args.llm_final_steps:
         results["after_mix"] = evaluate()
         if args.llm_presence_steps:
-            train_presence(llm, tokenizer, letters, args, log, part, held_out_presence)
+            train_presence(llm, tokenizer, letters, yes_no, args, log, part, held_out_presence)
             results["after_presence"] = evaluate()
         mix(args.llm_final_steps, "final")
     results["final"] = evaluate()
@@ -785,10 +786,9 @@ def part_settings(args, part: str) -> dict:
     return {"steps": args.branch_steps[part], "batch_size": args.batch_size, "lr": args.branch_lr}
 
 
-# The settings of the phases up to the main mix: a part made with them is where ``--llm-continue`` starts.
-EARLY_SETTINGS = ("seed", "steps", "batch_size", "captions", "scenes", "scene_captions", "scene_grid", "one_lettered",
-                  "layers", "letter_steps", "letter_batch_size", "letter_lr", "letter_scenes", "letter_prefix_ramp",
-                  "scene_kinds", "lr")  # fmt: skip
+# What ``--llm-continue`` does not compare: the settings of the phases it runs, and what a record holds besides the
+# settings. Every other recorded setting must be the command's.
+LATER_SETTINGS = {"presence_steps", "presence_fraction", "final_steps", "command", "results", "seconds", "runs"}
 
 
 def continued_part(args, part: str) -> dict:
@@ -799,7 +799,7 @@ def continued_part(args, part: str) -> dict:
     if record is None or not (folder / "model.safetensors").exists():
         raise SystemExit(f"--llm-continue: no {part} part recorded in {args.output}")
     wanted = {"seed": args.seed, **part_settings(args, part)}
-    differ = [key for key in EARLY_SETTINGS if record.get(key) != wanted.get(key)]
+    differ = sorted(key for key in (set(record) | set(wanted)) - LATER_SETTINGS if record.get(key) != wanted.get(key))
     if differ or "after_mix" in record["results"]:
         raise SystemExit(f"--llm-continue: {folder} was not made by this command's phases up to the main mix "
                          f"(settings that differ: {differ or 'it has later phases'})")  # fmt: skip
