@@ -113,12 +113,14 @@ def item_box(item, image_size: int) -> tuple[float, float, float, float]:
     return cx - half_w, cy - half_h, cx + half_w, cy + half_h
 
 
-def dense_targets(scene, image_size: int, grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(grid*grid,) item-class and colour targets, and whether the token shows small text (for the statistics);
-    the token holding an item's centre always gets the item."""
+def dense_targets(scene, image_size: int, grid: int) -> tuple[torch.Tensor, ...]:
+    """(grid*grid,) item-class and colour targets, whether the token shows small text (for the statistics), and
+    the item's position (1 + its index in ``scenes.POSITIONS``, 0 where nothing is); the token holding an item's
+    centre always gets the item."""
     items = torch.zeros(grid, grid, dtype=torch.long)
     colors = torch.zeros(grid, grid, dtype=torch.long)
     small = torch.zeros(grid, grid, dtype=torch.bool)
+    positions = torch.zeros(grid, grid, dtype=torch.long)
     centres = (torch.arange(grid) + 0.5) / grid
     for item in scene.items:
         x0, y0, x1, y1 = item_box(item, image_size)
@@ -129,8 +131,8 @@ def dense_targets(scene, image_size: int, grid: int) -> tuple[torch.Tensor, torc
         label = ITEM_CLASSES.index(f"word:{item.text}" if item.is_word else item.kind)
         for r, c in cells:
             items[r, c], colors[r, c] = label, COLOR_CLASSES.index(item.color)
-            small[r, c] = item.text_size == "small"
-    return items.flatten(), colors.flatten(), small.flatten()
+            small[r, c], positions[r, c] = item.text_size == "small", item.cell + 1
+    return items.flatten(), colors.flatten(), small.flatten(), positions.flatten()
 
 
 def scene_batch(rng: random.Random, batch_size: int, image_size: int, grid: int) -> dict[str, torch.Tensor]:
@@ -268,7 +270,8 @@ def train_branch(part: str, branch, args, log) -> tuple[AttributeProbe, dict]:
 
 def conversation_batch(samples: list, scenes: list | None = None) -> dict[str, torch.Tensor]:
     """Right-padded (B, T) ``input_ids``, ``labels`` (IGNORE_INDEX outside answers) and ``attention_mask``; with
-    ``scenes`` (one ``(items, colors)`` pair or None per sample), ``items`` and ``colors`` (B, grid cells)."""
+    ``scenes`` (one ``(items, colors, positions)`` tuple or None per sample), ``items``, ``colors`` and
+    ``positions`` (B, grid cells)."""
     length = max(len(sample.input_ids) for sample in samples)
     input_ids = torch.zeros(len(samples), length, dtype=torch.long)
     labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
@@ -280,9 +283,9 @@ def conversation_batch(samples: list, scenes: list | None = None) -> dict[str, t
     batch = {"input_ids": input_ids, "labels": labels, "attention_mask": mask}
     if scenes and any(scene is not None for scene in scenes):
         cells = next(len(scene[0]) for scene in scenes if scene is not None)
-        empty = (torch.zeros(cells, dtype=torch.long),) * 2
-        batch["items"] = torch.stack([(scene or empty)[0] for scene in scenes])
-        batch["colors"] = torch.stack([(scene or empty)[1] for scene in scenes])
+        empty = (torch.zeros(cells, dtype=torch.long),) * 3
+        for index, name in enumerate(("items", "colors", "positions")):
+            batch[name] = torch.stack([(scene or empty)[index] for scene in scenes])
     return batch
 
 
@@ -301,7 +304,11 @@ def caption_sample(rng: random.Random, tokenizer, max_length: int):
 # here: the image's VISUAL_TOKENS positions (the demo tower's 8x8 output grid, row-major) hold, per grid cell, the
 # embedding of the image token plus, where an item covers the cell (``dense_targets``, the branches' labels), the
 # embeddings of its name and colour words. The questions and captions are those of the demo's stages. Stage 1 then
-# has a target a projector can reach: write each cell of the image as the words that name it.
+# has a target a projector can reach: write each cell of the image as the words that name it. With
+# ``--llm-cell-positions`` (from the presence phase on) an item's cells also hold its position's words ("top" +
+# "left"): a 4-layer LLM does not learn to tell a visual token's place in the grid from its place in the sequence
+# (positions near chance, docs/quickstart.md), and a tower's tokens carry their place (a probe of the projector's
+# shape names the 3x3 region of 93% of the built tower's tokens).
 SCENE_GRID = 8
 VISUAL_TOKENS = SCENE_GRID**2
 # An LLM part learns one layout of visual tokens. ``llm`` is the demo tower's (8x8); ``llm_144`` is the same recipe
@@ -327,10 +334,10 @@ def scene_sample(rng: random.Random, tokenizer, max_length: int, as_caption: boo
 
 def scene_row(scene, turns: list[dict], tokenizer, template: str, max_length: int, grid: int):
     """A conversation about ``scene`` tokenized with its ``grid`` x ``grid`` visual tokens, and the scene's
-    per-cell (item, colour) classes (``dense_targets``) that ``embed_scenes`` writes there."""
+    per-cell (item, colour, position) classes (``dense_targets``) that ``embed_scenes`` writes there."""
     sample = tokenize_conversation(turns, tokenizer, template, grid * grid, 1, max_length)
-    items, colors, _ = dense_targets(scene, scenes.BASE_SIZE, grid)
-    return sample, (items, colors)
+    items, colors, _, positions = dense_targets(scene, scenes.BASE_SIZE, grid)
+    return sample, (items, colors, positions)
 
 
 def word_token_ids(tokenizer, names: list[str]) -> torch.Tensor:
@@ -345,9 +352,22 @@ def class_token_ids(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     return word_token_ids(tokenizer, ITEM_CLASSES), word_token_ids(tokenizer, COLOR_CLASSES)
 
 
+@functools.cache
+def position_token_ids(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 + len(POSITIONS), 2) token ids of each position's words ("top left": top, left; "top": top, padded) and
+    which of them count; row 0 (no item) counts none."""
+    words = [[]] + [position.split() for position in scenes.POSITIONS]
+    ids = torch.zeros(len(words), 2, dtype=torch.long)
+    for row, names in enumerate(words):
+        if names:
+            ids[row, : len(names)] = word_token_ids(tokenizer, names)
+    return ids, torch.tensor([[index < len(names) for index in range(2)] for names in words])
+
+
 def embed_scenes(llm, tokenizer, batch: dict) -> torch.Tensor:
     """``inputs_embeds`` of the batch, the visual tokens of scene rows written as word embeddings: image token +
-    item name + colour name (just the image token where nothing is)."""
+    item name + colour name (just the image token where nothing is), + the item's position words where
+    ``llm.scene_positions`` (``--llm-cell-positions``) is set."""
     embedding = llm.get_input_embeddings()
     embeds = embedding(batch["input_ids"])
     if "items" not in batch:
@@ -356,6 +376,10 @@ def embed_scenes(llm, tokenizer, batch: dict) -> torch.Tensor:
     items, colors = batch["items"], batch["colors"]
     item_ids, color_ids = class_token_ids(tokenizer)
     names = embedding(item_ids[items]) + embedding(color_ids[colors])
+    if getattr(llm, "scene_positions", False):
+        position_ids, counts = position_token_ids(tokenizer)
+        positions = batch["positions"]
+        names = names + (embedding(position_ids[positions]) * counts[positions].unsqueeze(-1)).sum(dim=-2)
     cells = embedding(torch.full_like(items, image_id)) + (items > 0).unsqueeze(-1) * names
     is_image = batch["input_ids"] == image_id
     rows = is_image.any(dim=1)
@@ -427,7 +451,7 @@ def letter_batch(rng: random.Random, tokenizer, batch_size: int, max_length: int
     ``prefix``: the text conversations open with an image of that many visual tokens where nothing is (the image
     token's embedding alone, as ``embed_scenes`` writes an empty cell)."""
     samples, scene_list = [], []
-    empty = (torch.zeros(prefix, dtype=torch.long),) * 2
+    empty = (torch.zeros(prefix, dtype=torch.long),) * 3
     for _ in range(batch_size):
         if scene_fraction and rng.random() < scene_fraction:
             sample, scene = scene_letter_sample(rng, tokenizer, max_length, grid, presence)
@@ -619,6 +643,7 @@ def train_llm(args, log, part: str = "llm", resume: dict | None = None):
         mix(args.llm_steps, None)
     if args.llm_presence_steps or args.llm_final_steps:
         results["after_mix"] = evaluate()
+        llm.scene_positions = args.llm_cell_positions  # embed_scenes writes positions from here on
         if args.llm_presence_steps:
             train_presence(llm, tokenizer, letters, yes_no, args, log, part, held_out_presence)
             results["after_presence"] = evaluate()
@@ -724,6 +749,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--llm-final-steps", type=int, default=2000, help="steps of the mix again after the presence phase"
     )
     parser.add_argument(
+        "--llm-cell-positions",
+        action="store_true",
+        help="from the presence phase on, an item's cells of a scene in words also hold its position's words "
+        "(embed_scenes)",
+    )
+    parser.add_argument(
         "--llm-continue",
         action="store_true",
         help="the LLM part already in --output was made by this command's phases up to the main mix (same seed and "
@@ -767,6 +798,7 @@ def optional_llm_settings(args) -> dict:
         "presence_steps": args.llm_presence_steps,
         "presence_fraction": args.llm_presence_fraction if args.llm_presence_steps else None,
         "final_steps": args.llm_final_steps,
+        "cell_positions": args.llm_cell_positions,
     }
     return {key: value for key, value in settings.items() if value}
 
@@ -788,7 +820,8 @@ def part_settings(args, part: str) -> dict:
 
 # What ``--llm-continue`` does not compare: the settings of the phases it runs, and what a record holds besides the
 # settings. Every other recorded setting must be the command's.
-LATER_SETTINGS = {"presence_steps", "presence_fraction", "final_steps", "command", "results", "seconds", "runs"}
+LATER_SETTINGS = {"presence_steps", "presence_fraction", "final_steps", "cell_positions", "command", "results",
+                  "seconds", "runs"}  # fmt: skip
 
 
 def continued_part(args, part: str) -> dict:

@@ -170,25 +170,28 @@ def test_build_from_the_parts_loads_with_their_weights(parts, tmp_path):
     assert torch.equal(model.lm_head.weight, llm_state["lm_head.weight"])
 
 
-def test_a_scene_in_words_puts_the_item_and_colour_embeddings_in_its_cells():
-    """Hand computation: a scene with one red circle and the word "cake" in blue; every visual token must be the
-    image token's embedding plus, on the cells ``dense_targets`` gives the item, its name's and colour's, and the
+@pytest.mark.parametrize("cell_positions", [False, True])
+def test_a_scene_in_words_puts_the_item_and_colour_embeddings_in_its_cells(cell_positions):
+    """Hand computation: a scene with one red circle at the top left and the word "cake" in blue at the center;
+    every visual token must be the image token's embedding plus, on the cells ``dense_targets`` gives the item, its
+    name's and colour's (and with ``--llm-cell-positions`` its position's words: "top" + "left", "center"), and the
     text around the image must keep its own embeddings."""
     from piip_llava.data.scenes import Item, Scene
     from piip_llava.model.tiny import train_tokenizer
 
     script, tokenizer = load_script(), train_tokenizer()
     llm = script.build_llm(tokenizer, seed=0)
+    llm.scene_positions = cell_positions
     scene = Scene((Item("circle", "red", 0), Item("word", "blue", 4, text="cake", text_size="medium")))
-    items, colors, _ = script.dense_targets(scene, 128, script.SCENE_GRID)
+    items, colors, _, positions = script.dense_targets(scene, 128, script.SCENE_GRID)
     turns = [{"from": "human", "value": "<image>\nWhat color is the circle?"}, {"from": "gpt", "value": "red"}]
     sample = script.tokenize_conversation(turns, tokenizer, "vicuna_v1", script.VISUAL_TOKENS, 1, 512)
-    batch = script.conversation_batch([sample], [(items, colors)])
+    batch = script.conversation_batch([sample], [(items, colors, positions)])
     embeds = script.embed_scenes(llm, tokenizer, batch)[0]
 
     table = llm.get_input_embeddings().weight
     word = {name: table[tokenizer(" " + name, add_special_tokens=False)["input_ids"][0]] for name in
-            ("circle", "cake", "red", "blue")}  # fmt: skip
+            ("circle", "cake", "red", "blue", "top", "left", "center")}  # fmt: skip
     image_id = tokenizer.convert_tokens_to_ids("<image>")
     cells = (sample.input_ids == image_id).nonzero().flatten()
     assert len(cells) == 64
@@ -198,6 +201,11 @@ def test_a_scene_in_words_puts_the_item_and_colour_embeddings_in_its_cells():
             name = "circle" if items[cell] == script.ITEM_CLASSES.index("circle") else "cake"
             assert script.ITEM_CLASSES[items[cell]] in (name, f"word:{name}")
             expected += word[name] + word["red" if name == "circle" else "blue"]
+            assert positions[cell] == (1 if name == "circle" else 5)  # 1 + the index in POSITIONS
+            if cell_positions:
+                expected += word["top"] + word["left"] if name == "circle" else word["center"]
+        else:
+            assert positions[cell] == 0
         torch.testing.assert_close(embeds[position], expected)
     text = sample.input_ids != image_id
     torch.testing.assert_close(embeds[text], table[sample.input_ids[text]])
@@ -381,12 +389,15 @@ def test_the_presence_phase_asks_pope_questions_about_the_scene():
 def test_continue_after_the_main_mix_equals_one_run(tmp_path):
     """``--llm-continue``: a part made up to its main mix (``--llm-presence-steps 0 --llm-final-steps 0``), then
     continued with the later phases, has the same log, weights and results as one run of the whole command; its
-    record names that command and both runs. A part made with other early settings is refused."""
+    record names that command and both runs. ``--llm-cell-positions`` is a setting of the later phases alone: the
+    continued run may add it. A part made with other early settings is refused."""
     script = load_script()
     base = [*short_run(tmp_path / "two", seed=3, llm_steps=3), "--parts", "llm", "--llm-layers", "2"]
     assert script.main([*base, "--llm-presence-steps", "0", "--llm-final-steps", "0"]) == 0
+    base.append("--llm-cell-positions")
     assert script.main([*base, "--llm-continue"]) == 0
-    one = [*short_run(tmp_path / "one", seed=3, llm_steps=3), "--parts", "llm", "--llm-layers", "2"]
+    one = [*short_run(tmp_path / "one", seed=3, llm_steps=3), "--parts", "llm", "--llm-layers", "2",
+           "--llm-cell-positions"]  # fmt: skip
     assert script.main(one) == 0
     two_log, one_log = read_log(tmp_path / "two", "llm"), read_log(tmp_path / "one", "llm")
     assert [entry.get("phase") for entry in two_log] == ["letters"] * 2 + [None] * 3 + ["presence"] * 2 + ["final"]
@@ -398,6 +409,12 @@ def test_continue_after_the_main_mix_equals_one_run(tmp_path):
     two = json.loads((tmp_path / "two" / "parts.json").read_text())["parts"]["llm"]
     one = json.loads((tmp_path / "one" / "parts.json").read_text())["parts"]["llm"]
     assert two["results"] == one["results"] and "scene_presence_accuracy" in two["results"]["after_presence"]
+    assert two["cell_positions"] is True
+    # Without the position words the early steps are the same and the later ones differ: the flag acts, and late.
+    assert script.main([*short_run(tmp_path / "none", seed=3, llm_steps=3), "--parts", "llm", "--llm-layers", "2"]) == 0
+    none_losses = [entry["loss"] for entry in read_log(tmp_path / "none", "llm")]
+    assert none_losses[:5] == [entry["loss"] for entry in one_log][:5]
+    assert none_losses[5:] != [entry["loss"] for entry in one_log][5:]
     assert two["command"] == shlex.join(["python", "scripts/pretrain_demo_parts.py", *base])
     ends = ("--llm-final-steps 0", "--llm-continue")
     assert len(two["runs"]) == 2 and all(run["command"].endswith(end) for run, end in zip(two["runs"], ends))

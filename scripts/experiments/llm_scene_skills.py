@@ -1,5 +1,6 @@
 """How well an LLM part answers each kind of question when the scene is handed to it perfectly: its visual tokens
-written in words (``scripts/pretrain_demo_parts.py``: image token + item name + colour per cell of the 8x8 grid).
+written in words (``scripts/pretrain_demo_parts.py``: image token + item name + colour per cell of the 8x8 grid, +
+the item's position words for a part made with ``--llm-cell-positions``).
 
 This is the ceiling of the demo for that LLM: a projector can at best make the visual tokens look like this. Each
 row is one question skill in the stage-2 formats (short answer, lettered options, yes/no presence), scored on the
@@ -7,7 +8,10 @@ first answer token that is not blank (a lettered answer, the option's text then 
 the letter, so a row is right when greedy decoding writes that answer), with the scene and with every cell blanked
 (the image token alone: what the LLM gets from the question and its priors).
 
-    python scripts/experiments/llm_scene_skills.py --llm DIR [--grid 8] [--samples 600] [--json OUT]
+    python scripts/experiments/llm_scene_skills.py --llm DIR [--samples 600] [--json OUT]
+
+The layout and the position words follow the part's record in ``DIR/../parts.json`` (``--grid`` and
+``--cell-positions`` for a part without one).
 """
 
 from __future__ import annotations
@@ -73,15 +77,15 @@ def skill_table(llm, tokenizer, samples: int, seed: int = 0, grid: int = 8) -> d
         prompt, answer, skill = question(scene, rng)
         turns = [{"from": "human", "value": "<image>\n" + prompt}, {"from": "gpt", "value": answer}]
         sample = parts.tokenize_conversation(turns, tokenizer, "vicuna_v1", grid * grid, 1, 512)
-        items, colors, _ = parts.dense_targets(scene, scenes.BASE_SIZE, grid)
-        rows[skill].append((sample, items, colors))
+        items, colors, _, positions = parts.dense_targets(scene, scenes.BASE_SIZE, grid)
+        rows[skill].append((sample, items, colors, positions))
     blank = torch.tensor([tokenizer.decode([i]).strip() == "" for i in range(len(tokenizer))])
     table = {}
     for skill in sorted(rows):
-        samples_, items, colors = zip(*rows[skill])
+        samples_, items, colors, positions = zip(*rows[skill])
         scores, whole = {}, skill.startswith("letter: ")  # a lettered answer counts whole
         for mode, cells in (("scene", items), ("blank", [torch.zeros_like(i) for i in items])):
-            batch = parts.conversation_batch(list(samples_), list(zip(cells, colors)))
+            batch = parts.conversation_batch(list(samples_), list(zip(cells, colors, positions)))
             scores[mode] = 100 * first_answer_accuracy(llm, tokenizer, parts, batch, blank, whole)
         table[skill] = {"questions": len(samples_), **scores}
     return table
@@ -92,11 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm", type=Path, required=True, help="an LLM part directory (model and tokenizer)")
     parser.add_argument("--samples", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grid", type=int, default=8, help="visual-token layout of the part: 8 (llm), 12 (llm_144)")
+    parser.add_argument(
+        "--grid", type=int, default=8, help="visual-token layout of a part without a record: 8 (llm), 12 (llm_144)"
+    )
+    parser.add_argument(
+        "--cell-positions", action="store_true", help="a part without a record: made with --llm-cell-positions"
+    )
     parser.add_argument("--json", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
     llm = AutoModelForCausalLM.from_pretrained(args.llm).eval()
     tokenizer = AutoTokenizer.from_pretrained(args.llm)
+    record_file = args.llm.resolve().parent / "parts.json"
+    record = json.loads(record_file.read_text())["parts"].get(args.llm.resolve().name) if record_file.exists() else None
+    if record:  # the layout and cell contents the part was trained on
+        args.grid, args.cell_positions = record["scene_grid"], record.get("cell_positions", False)
+    llm.scene_positions = args.cell_positions
     table = skill_table(llm, tokenizer, args.samples, args.seed, args.grid)
     print("| skill | questions | with the scene | scene blanked |\n|---|---|---|---|")
     for skill, row in table.items():
