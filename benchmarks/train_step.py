@@ -5,6 +5,9 @@ modality per batch (text-only batches skip the vision tower) and similar lengths
 Both settings run in one process, alternating, and the median samples/s of each is reported.
 
     python benchmarks/train_step.py [--steps 20] [--batch 8] [--repeats 3] [--threads 2]
+
+``--model DIR --data FILE --image-folder DIR`` runs a saved model on a LLaVA-format data file instead, e.g. the
+quickstart's stage 2: its stage-1 model on its instruction mix (``vicuna_v1``, ``pad`` images).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from transformers import AutoProcessor
 
 from piip_llava.data import DataConfig, LlavaCollator, LlavaDataset
+from piip_llava.model import PiipLlavaForConditionalGeneration
 from piip_llava.model.tiny import WORDS, build_tiny_model
-from piip_llava.train.arguments import TrainingArguments
+from piip_llava.train.arguments import DataArguments, TrainingArguments
 from piip_llava.train.stages import apply_tunable_parts
+from piip_llava.train.train import build_dataset
 from piip_llava.train.trainer import PiipLlavaTrainer
 
 
@@ -64,21 +70,36 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--model", type=Path, help="a saved PIIP-LLaVA model (default: a random tiny one)")
+    parser.add_argument("--data", type=Path, help="LLaVA-format data for --model (default: mixed synthetic data)")
+    parser.add_argument("--image-folder", type=Path, help="the images of --data")
     args = parser.parse_args()
+    if (args.model is None) != (args.data is None):
+        parser.error("--model and --data go together")
     torch.set_num_threads(args.threads)
-    model, processor = build_tiny_model()
+    if args.model:
+        model = PiipLlavaForConditionalGeneration.from_pretrained(args.model)
+        processor = AutoProcessor.from_pretrained(args.model)
+    else:
+        model, processor = build_tiny_model()
     model.train()
     apply_tunable_parts(model, ["projector", "vision_branches", "interactions", "llm"])
     with tempfile.TemporaryDirectory() as folder:
-        data = write_mixed_data(Path(folder) / "data", samples=args.steps * args.batch)
-        config = DataConfig(template="vicuna_v1", image_seq_length=model.config.image_seq_length, max_length=1024)
-        dataset = LlavaDataset(data, processor.tokenizer, processor.image_processor, config)
+        if args.model:  # as `piip-llava train` reads it for the quickstart's stage 2
+            data_args = DataArguments(data_path=str(args.data), image_folder=str(args.image_folder or ""),
+                                      template="vicuna_v1", image_aspect_ratio="pad", model_max_length=512)  # fmt: skip
+            dataset = build_dataset(model.config, processor, data_args)
+        else:
+            data = write_mixed_data(Path(folder) / "data", samples=args.steps * args.batch)
+            config = DataConfig(template="vicuna_v1", image_seq_length=model.config.image_seq_length, max_length=1024)
+            dataset = LlavaDataset(data, processor.tokenizer, processor.image_processor, config)
         rates = {False: [], True: []}
         for _ in range(args.repeats):
             for grouped in (False, True):
                 rates[grouped].append(run(model, processor, dataset, grouped, args.steps, args.batch, folder))
     print(f"# train-step benchmark ({platform.machine()}, {args.threads} threads, torch {torch.__version__})")
-    print(f"tiny model, batch {args.batch}, {args.steps} steps x {args.repeats} repeats, half text-only samples\n")
+    what = f"{args.model} on {args.data}" if args.model else "tiny model, half text-only samples"
+    print(f"{what}, batch {args.batch}, {args.steps} steps x {args.repeats} repeats\n")
     print("| sampler | samples/s (median) | all runs |\n|---|---|---|")
     for grouped, name in ((False, "random"), (True, "modality-length grouped")):
         print(f"| {name} | {statistics.median(rates[grouped]):.1f} | {', '.join(f'{r:.1f}' for r in rates[grouped])} |")

@@ -13,9 +13,9 @@ PIIP-LLaVA training (docs/design.md): the ``demo-convnext-clip_128-64`` tower's 
   (``--llm-scene-captions``) about scenes written in words where the visual tokens go (:func:`embed_scenes`), as a
   real LLM arrives able to talk about what its context names (docs/quickstart.md, "What limits it"); then a
   presence phase (:func:`train_presence`: scene questions, a quarter of them POPE's "Is there a red star in the image?")
-  and the mix once more (``--llm-final-steps``). It is saved as an HF LLM directory with its tokenizer
-  (``--llm DIR``). ``--llm-continue`` runs only the phases after the main mix on a part this command made up to it
-  (the committed parts were made so, in two runs; ``parts.json`` names both).
+  and the mix once more (``--llm-final-steps``), ``--llm-rounds`` times. It is saved as an HF LLM directory with its
+  tokenizer (``--llm DIR``). ``--llm-continue`` runs only the phases after the main mix, or the rounds left, on a
+  part this command made up to there (the committed parts were made so, in two runs; ``parts.json`` names both).
 
 Outputs under ``--output`` (default: the committed ``playground/demo_parts``): ``branches/<name>/``, ``llm/``,
 ``logs/<part>.jsonl.gz`` (loss and statistics of every step) and ``parts.json`` (per part: the command, seed, steps,
@@ -561,14 +561,14 @@ def train_letters(llm, tokenizer, letters: torch.Tensor, args, log, part: str) -
 
 
 def train_presence(llm, tokenizer, letters: torch.Tensor, yes_no: torch.Tensor, args, log, part: str,
-                   held_out: dict) -> None:  # fmt: skip
+                   held_out: dict, phase: str = "presence") -> None:  # fmt: skip
     """The presence phase (``--llm-presence-steps``, after the main mix): the letter phase's loop on scenes in words
     alone, a ``--llm-presence-fraction`` of its questions POPE's presence questions (``scene_letter_sample``), the
     rest the letter phase's scene questions; constant rate ``--llm-letter-lr``, its own AdamW. The main mix asks
     yes/no questions too, but they are one question kind in ten there and the part answered them at chance
     (docs/quickstart.md, item 2). Every 250 steps it logs the accuracy of the Yes / No tokens of ``held_out``
-    (presence questions alone)."""
-    rng = random.Random(f"{args.seed}-presence")
+    (presence questions alone). ``phase``: its name in the log and its data's (a later round's is new data)."""
+    rng = random.Random(f"{args.seed}-{phase}")
     optimizer = torch.optim.AdamW(llm.parameters(), lr=args.llm_letter_lr, weight_decay=0.0)
     for step in range(1, args.llm_presence_steps + 1):
         batch = letter_batch(rng, tokenizer, args.llm_letter_batch_size, args.max_length, 1.0, LLM_GRIDS[part], 0,
@@ -577,15 +577,16 @@ def train_presence(llm, tokenizer, letters: torch.Tensor, yes_no: torch.Tensor, 
         optimizer_step(llm, optimizer, loss)
         if step % 250 == 0:
             stats["held_out_presence_accuracy"] = evaluate_llm(llm, held_out, yes_no, tokenizer)["letter_accuracy"]
-        log({"part": part, "phase": "presence", "step": step, "loss": loss.item(), **stats})
+        log({"part": part, "phase": phase, "step": step, "loss": loss.item(), **stats})
 
 
 def train_llm(args, log, part: str = "llm", resume: dict | None = None):
     """Train an LLM part: the letter phase (``--llm-letter-steps``, ``train_letters``), then warm-up conversations
     and scenes written in words on its layout (``LLM_GRIDS``), then the presence phase (``train_presence``) and the
     mix once more (``--llm-final-steps``); returns it, its tokenizer and held-out metrics (also logged every 250
-    steps, as ``held_out_*``). ``resume``: the state dict and results of this command's part as its main mix left
-    it (``--llm-continue``): only the phases after it run."""
+    steps, as ``held_out_*``); ``--llm-rounds N`` runs the presence phase and the final mix N times, each round on
+    new data (results ``after_round_K`` between rounds). ``resume``: the state dict and results of this command's
+    part as its main mix or an earlier round left it (``--llm-continue``): only the phases after that run."""
     grid = LLM_GRIDS[part]
     tokenizer = train_tokenizer()
     letters = letter_token_ids(tokenizer)
@@ -633,21 +634,32 @@ def train_llm(args, log, part: str = "llm", resume: dict | None = None):
                 stats.update({f"held_out_{k}": v for k, v in evaluate().items()})
             log({"part": part, **({"phase": phase} if phase else {}), "step": step, "loss": loss.item(), **stats})
 
+    done_rounds = resume["rounds"] if resume else 0
     if resume:
         llm.load_state_dict(resume["state"])
-        results = {key: resume["results"][key] for key in ("initial", "after_letters") if key in resume["results"]}
+        results = dict(resume["results"])
+        if done_rounds:  # its end was the final result; it is now that of a round
+            results[f"after_round_{done_rounds}"] = results.pop("final")
+        else:
+            results = {key: results[key] for key in ("initial", "after_letters") if key in results}
     else:
         results = {"initial": evaluate()}
         if args.llm_letter_steps:
             results["after_letters"] = train_letters(llm, tokenizer, letters, args, log, part)
         mix(args.llm_steps, None)
     if args.llm_presence_steps or args.llm_final_steps:
-        results["after_mix"] = evaluate()
+        if not done_rounds:
+            results["after_mix"] = evaluate()
         llm.scene_positions = args.llm_cell_positions  # embed_scenes writes positions from here on
-        if args.llm_presence_steps:
-            train_presence(llm, tokenizer, letters, yes_no, args, log, part, held_out_presence)
-            results["after_presence"] = evaluate()
-        mix(args.llm_final_steps, "final")
+        for round_ in range(done_rounds + 1, args.llm_rounds + 1):
+            suffix = f"-{round_}" if round_ > 1 else ""
+            if round_ > 1:
+                results[f"after_round_{round_ - 1}"] = evaluate()
+            if args.llm_presence_steps:
+                train_presence(llm, tokenizer, letters, yes_no, args, log, part, held_out_presence,
+                               "presence" + suffix)  # fmt: skip
+                results["after_presence" + suffix.replace("-", "_")] = evaluate()
+            mix(args.llm_final_steps, "final" + suffix)
     results["final"] = evaluate()
     return llm, tokenizer, results
 
@@ -749,6 +761,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--llm-final-steps", type=int, default=2000, help="steps of the mix again after the presence phase"
     )
     parser.add_argument(
+        "--llm-rounds",
+        type=int,
+        default=1,
+        help="times the presence phase and the final mix run, each round on new data (with --llm-continue, a part "
+        "made with fewer rounds gets the rest)",
+    )
+    parser.add_argument(
         "--llm-cell-positions",
         action="store_true",
         help="from the presence phase on, an item's cells of a scene in words also hold its position's words "
@@ -757,9 +776,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--llm-continue",
         action="store_true",
-        help="the LLM part already in --output was made by this command's phases up to the main mix (same seed and "
-        "settings, checked against its record): load it and run only the presence phase and the final mix, its "
-        "log and record continued",
+        help="the LLM part already in --output was made by this command's phases up to the main mix, or by fewer "
+        "--llm-rounds (same seed and settings, checked against its record): load it and run only the presence phase "
+        "and the final mix (the rounds left), its log and record continued",
     )
     parser.add_argument("--eval-size", type=int, default=128, help="held-out scenes / conversations")
     parser.add_argument("--branch-lr", type=float, default=3e-3)
@@ -798,6 +817,7 @@ def optional_llm_settings(args) -> dict:
         "presence_steps": args.llm_presence_steps,
         "presence_fraction": args.llm_presence_fraction if args.llm_presence_steps else None,
         "final_steps": args.llm_final_steps,
+        "rounds": args.llm_rounds if args.llm_rounds != 1 else None,
         "cell_positions": args.llm_cell_positions,
     }
     return {key: value for key, value in settings.items() if value}
@@ -820,28 +840,34 @@ def part_settings(args, part: str) -> dict:
 
 # What ``--llm-continue`` does not compare: the settings of the phases it runs, and what a record holds besides the
 # settings. Every other recorded setting must be the command's.
-LATER_SETTINGS = {"presence_steps", "presence_fraction", "final_steps", "cell_positions", "command", "results",
-                  "seconds", "runs"}  # fmt: skip
+LATER_SETTINGS = {"presence_steps", "presence_fraction", "final_steps", "cell_positions", "rounds", "command",
+                  "results", "seconds", "runs"}  # fmt: skip
+ROUND_SETTINGS = ("presence_steps", "presence_fraction", "final_steps", "cell_positions")
 
 
 def continued_part(args, part: str) -> dict:
     """``--llm-continue``: the part in ``--output``, its record and its log's lines, checked to be this command's part
-    as its main mix left it."""
+    as its main mix, or fewer rounds of the later phases than ``--llm-rounds`` asks, left it."""
     record_file, folder = args.output / "parts.json", args.output / part
     record = json.loads(record_file.read_text())["parts"].get(part) if record_file.exists() else None
     if record is None or not (folder / "model.safetensors").exists():
         raise SystemExit(f"--llm-continue: no {part} part recorded in {args.output}")
+    rounds = record.get("rounds", 1) if "after_mix" in record["results"] else 0
     wanted = {"seed": args.seed, **part_settings(args, part)}
     differ = sorted(key for key in (set(record) | set(wanted)) - LATER_SETTINGS if record.get(key) != wanted.get(key))
-    if differ or "after_mix" in record["results"]:
-        raise SystemExit(f"--llm-continue: {folder} was not made by this command's phases up to the main mix "
-                         f"(settings that differ: {differ or 'it has later phases'})")  # fmt: skip
+    if rounds:  # more rounds of the same later phases
+        differ += [key for key in ROUND_SETTINGS if record.get(key) != wanted.get(key)]
+    if differ or rounds >= args.llm_rounds:
+        reason = differ or f"it has {rounds} round(s) of the later phases, --llm-rounds {args.llm_rounds}"
+        raise SystemExit(f"--llm-continue: {folder} was not made by this command's phases up to the main mix or an "
+                         f"earlier round (settings that differ: {reason})")  # fmt: skip
     with gzip.open(args.output / "logs" / f"{part}.jsonl.gz", "rt") as earlier:
         lines = earlier.readlines()
-    if len(lines) != record["steps"] + record.get("letter_steps", 0):
+    later = rounds * (record.get("presence_steps", 0) + record.get("final_steps", 0))
+    if len(lines) != record["steps"] + record.get("letter_steps", 0) + later:
         raise SystemExit(f"--llm-continue: the log of {part} has {len(lines)} steps, its record more or fewer")
     return {"state": load_file(folder / "model.safetensors"), "results": record["results"], "record": record,
-            "log": lines}  # fmt: skip
+            "log": lines, "rounds": rounds}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,14 @@
 that reuses every step; and the shortened ``--from-scratch`` path."""
 
 import json
+from unittest import mock
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from piip_llava.cli import main
-from piip_llava.demo import DEMO_PARTS, DemoConfig, demo_steps
+from piip_llava.demo import DEMO_PARTS, DemoConfig, demo_steps, step_data, train_command
 
 
 def run_shortened(output, capsys, caplog, *extra: str) -> dict:
@@ -63,3 +64,32 @@ def test_shortened_demo_from_scratch(tmp_path, capsys, caplog):
     results = run_shortened(tmp_path / "demo", capsys, caplog, "--from-scratch", "--data", str(tmp_path / "data"))
     assert results["build"]["parts"] == "random"
     assert all(results[stage]["steps"] >= 3 for stage in ("warmup", "stage1", "stage2"))
+
+
+def test_data_sizes_can_be_set_per_set_and_a_shared_folder_of_other_sizes_is_refused(tmp_path):
+    data = tmp_path / "data"
+    result = step_data(DemoConfig(output=tmp_path / "a", data=data, scale=0.02, sizes={"instruct": 30}))
+    assert result["sizes"]["instruct"] == 30 and result["sizes"]["pretrain"] == 140  # 7,000 x 0.02
+    assert len(json.loads((data / "instruct.json").read_text())) == 30
+    assert step_data(DemoConfig(output=tmp_path / "b", data=data, scale=0.02, sizes={"instruct": 30})) == result
+    with pytest.raises(SystemExit, match="other sizes"):
+        step_data(DemoConfig(output=tmp_path / "c", data=data, scale=0.02))
+    with pytest.raises(SystemExit, match="SET=VALUE"):
+        main(["demo", "--output", str(tmp_path / "d"), "--size", "captions=3"])
+
+
+def test_stages_group_batches_by_modality_and_length_when_asked(tmp_path):
+    def grouping(*flags: str) -> str:
+        configs = []
+
+        def run_demo(config: DemoConfig) -> int:
+            configs.append(config)
+            return 0
+
+        with mock.patch("piip_llava.demo.main", run_demo):
+            assert main(["demo", "--output", str(tmp_path), *flags]) == 0
+        command = train_command(configs[0], 1)
+        return command[command.index("--group_by_modality_length") + 1]
+
+    assert grouping() == "False"
+    assert grouping("--group-by-length") == "True"

@@ -386,6 +386,39 @@ def test_the_presence_phase_asks_pope_questions_about_the_scene():
     assert 0.4 < share < 0.6
 
 
+def test_more_rounds_continued_equal_one_run_and_each_round_draws_new_data(tmp_path):
+    """``--llm-rounds 2``: the presence phase and the final mix run twice, the second time on new data; a one-round
+    part continued with ``--llm-rounds 2 --llm-continue`` has the same log, weights and results as one run of two
+    rounds. Its record has ``after_round_1`` (the one-round part's final results). A continue that asks no new
+    round, or other round settings, is refused."""
+    script = load_script()
+    base = [*short_run(tmp_path / "two", seed=3, llm_steps=2), "--parts", "llm", "--llm-layers", "2"]
+    assert script.main(base) == 0
+    first = json.loads((tmp_path / "two" / "parts.json").read_text())["parts"]["llm"]
+    with pytest.raises(SystemExit, match="settings that differ: \\['final_steps'\\]"):
+        script.main([*base, "--llm-rounds", "2", "--llm-continue", "--llm-final-steps", "2"])
+    assert script.main([*base, "--llm-rounds", "2", "--llm-continue"]) == 0
+    one = [*short_run(tmp_path / "one", seed=3, llm_steps=2), "--parts", "llm", "--llm-layers", "2",
+           "--llm-rounds", "2"]  # fmt: skip
+    assert script.main(one) == 0
+    two_log, one_log = read_log(tmp_path / "two", "llm"), read_log(tmp_path / "one", "llm")
+    phases = ["letters"] * 2 + [None] * 2 + ["presence"] * 2 + ["final", "presence-2", "presence-2", "final-2"]
+    assert [entry.get("phase") for entry in two_log] == phases
+    assert [entry["loss"] for entry in two_log] == [entry["loss"] for entry in one_log]
+    for name, tensor in load_file(tmp_path / "two" / "llm" / "model.safetensors").items():
+        assert torch.equal(tensor, load_file(tmp_path / "one" / "llm" / "model.safetensors")[name]), name
+    two = json.loads((tmp_path / "two" / "parts.json").read_text())["parts"]["llm"]
+    one = json.loads((tmp_path / "one" / "parts.json").read_text())["parts"]["llm"]
+    assert two["results"] == one["results"] and two["rounds"] == 2
+    assert two["results"]["after_round_1"] == first["results"]["final"]
+    assert {"after_presence", "after_presence_2", "final"} <= set(two["results"])
+    # the second round's batches are new: its losses are not the first round's
+    assert [e["loss"] for e in two_log if e.get("phase") == "presence-2"] != [
+        e["loss"] for e in two_log if e.get("phase") == "presence"]  # fmt: skip
+    with pytest.raises(SystemExit, match="2 round\\(s\\) of the later phases"):
+        script.main([*base, "--llm-rounds", "2", "--llm-continue"])
+
+
 def test_continue_after_the_main_mix_equals_one_run(tmp_path):
     """``--llm-continue``: a part made up to its main mix (``--llm-presence-steps 0 --llm-final-steps 0``), then
     continued with the later phases, has the same log, weights and results as one run of the whole command; its
